@@ -356,7 +356,17 @@ impl StreamDecoder {
         self.finished = true;
         if !self.done && !self.failed {
             if let Some(event) = self.sse.finish() {
+                // The last event had no closing blank line: either a lenient server, or a
+                // body cut inside the event. A payload that does not decode is the latter.
                 self.handle(event);
+                if let Some(StreamEvent::Error(error)) = self.pending.back_mut() {
+                    if error.is_decode() {
+                        *error = Error::new(
+                            ErrorKind::Incomplete,
+                            "the stream broke off inside an event",
+                        );
+                    }
+                }
             }
         }
         if self.done || self.failed {
