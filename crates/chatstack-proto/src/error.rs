@@ -247,9 +247,21 @@ impl ProviderError {
             ErrorKind::InvalidRequest
         } else if self.is("authentication_error") || self.is("invalid_api_key") {
             ErrorKind::Auth
+        } else if let Some(status) = self.http_status_code() {
+            // Proxies (LiteLLM) and llama.cpp put an HTTP status in `code`; inside a 200
+            // stream it is the only hint left, so read it as that status would be read.
+            kind_for(status, Some(self))
         } else {
             ErrorKind::Provider
         }
+    }
+
+    /// The `code`, when it is an HTTP error status (`"503"`, or `503` made a string).
+    fn http_status_code(&self) -> Option<StatusCode> {
+        let code: u16 = self.code.as_deref()?.trim().parse().ok()?;
+        StatusCode::from_u16(code)
+            .ok()
+            .filter(|status| status.is_client_error() || status.is_server_error())
     }
 }
 

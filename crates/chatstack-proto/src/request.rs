@@ -97,7 +97,8 @@ string_enum! {
 /// The body of a Chat Completions request.
 ///
 /// Build one with [`ChatRequest::new`] and the builder methods; every field is public too.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+// Serialize is written by hand (below) so that `extra` can replace a typed field.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct ChatRequest {
     /// The model id, such as `gpt-4.1`.
     pub model: String,
@@ -194,7 +195,8 @@ pub struct ChatRequest {
     /// Web search options, for search models; kept as JSON.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub web_search_options: Option<Value>,
-    /// Provider-specific fields, merged into the top level of the JSON body.
+    /// Provider-specific fields, merged into the top level of the JSON body. A key here
+    /// replaces the typed field of the same name (the body never repeats a key).
     ///
     /// On decoding, every top-level field this type does not know lands here.
     #[serde(flatten)]
@@ -202,6 +204,107 @@ pub struct ChatRequest {
     /// Per-request data that is not body: headers, cost tag, deadline, id, extensions.
     #[serde(skip)]
     pub meta: RequestMeta,
+}
+
+/// Writes the typed fields that are set, in declaration order, then `extra`. A key in
+/// `extra` replaces the typed field of the same name instead of repeating it: a JSON object
+/// with a repeated key is read differently by different parsers (serde refuses it), and
+/// `extra` is the escape hatch, so it wins.
+impl Serialize for ChatRequest {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        // Destructured so that a new field fails to compile until it is written here.
+        let Self {
+            model,
+            messages,
+            temperature,
+            top_p,
+            max_tokens,
+            max_completion_tokens,
+            stop,
+            n,
+            seed,
+            frequency_penalty,
+            presence_penalty,
+            logit_bias,
+            logprobs,
+            top_logprobs,
+            tools,
+            tool_choice,
+            parallel_tool_calls,
+            response_format,
+            stream,
+            stream_options,
+            user,
+            safety_identifier,
+            prompt_cache_key,
+            metadata,
+            store,
+            service_tier,
+            reasoning_effort,
+            verbosity,
+            modalities,
+            audio,
+            prediction,
+            web_search_options,
+            extra,
+            meta: _,
+        } = self;
+        let mut map = serializer.serialize_map(None)?;
+        macro_rules! required {
+            ($($name:ident),*) => {$(
+                if !extra.contains_key(stringify!($name)) {
+                    map.serialize_entry(stringify!($name), $name)?;
+                }
+            )*};
+        }
+        macro_rules! optional {
+            ($($name:ident),* $(,)?) => {$(
+                if let Some(value) = $name {
+                    if !extra.contains_key(stringify!($name)) {
+                        map.serialize_entry(stringify!($name), value)?;
+                    }
+                }
+            )*};
+        }
+        required!(model, messages);
+        optional!(
+            temperature,
+            top_p,
+            max_tokens,
+            max_completion_tokens,
+            stop,
+            n,
+            seed,
+            frequency_penalty,
+            presence_penalty,
+            logit_bias,
+            logprobs,
+            top_logprobs,
+            tools,
+            tool_choice,
+            parallel_tool_calls,
+            response_format,
+            stream,
+            stream_options,
+            user,
+            safety_identifier,
+            prompt_cache_key,
+            metadata,
+            store,
+            service_tier,
+            reasoning_effort,
+            verbosity,
+            modalities,
+            audio,
+            prediction,
+            web_search_options,
+        );
+        for (key, value) in extra {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
+    }
 }
 
 impl ChatRequest {
