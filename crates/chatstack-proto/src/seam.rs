@@ -129,6 +129,13 @@ pub trait LlmResponse {
     where
         F: FnOnce(&Completion<'_>) + Send + 'static,
         Self: Sized;
+
+    /// The response as a [`ChatStream`], when it is one: how layers add stream-only
+    /// behaviour (first-chunk and idle timeouts, retrying a stream that failed before its
+    /// first chunk) without knowing the concrete type. `None` for unary responses.
+    fn as_chat_stream_mut(&mut self) -> Option<&mut ChatStream> {
+        None
+    }
 }
 
 impl LlmRequest for ChatRequest {
@@ -232,5 +239,9 @@ impl LlmResponse for ChatStream {
     {
         self.add_hook(Box::new(hook));
         self
+    }
+
+    fn as_chat_stream_mut(&mut self) -> Option<&mut ChatStream> {
+        Some(self)
     }
 }

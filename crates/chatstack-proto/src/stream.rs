@@ -509,6 +509,8 @@ type BoxChunkStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, Error>> + Send
 /// ```
 pub struct ChatStream {
     inner: BoxChunkStream,
+    /// The first chunk, read ahead by [`ChatStream::first_chunk_ready`].
+    peeked: Option<ChatChunk>,
     meta: ResponseMeta,
     hooks: Vec<CompletionHook>,
     progress: Progress,
@@ -533,6 +535,7 @@ impl ChatStream {
     ) -> Self {
         Self {
             inner: Box::pin(stream),
+            peeked: None,
             meta,
             hooks: Vec::new(),
             progress: Progress::default(),
@@ -561,9 +564,44 @@ impl ChatStream {
         F: FnOnce(BoxChunkStream) -> S,
         S: Stream<Item = Result<ChatChunk, Error>> + Send + 'static,
     {
+        self.wrap_inner(f);
+        self
+    }
+
+    /// Replaces the inner stream with `f(inner)` in place; see [`map_inner`](Self::map_inner).
+    pub fn wrap_inner<F, S>(&mut self, f: F)
+    where
+        F: FnOnce(BoxChunkStream) -> S,
+        S: Stream<Item = Result<ChatChunk, Error>> + Send + 'static,
+    {
         let inner = std::mem::replace(&mut self.inner, Box::pin(EmptyStream));
         self.inner = Box::pin(f(inner));
-        self
+    }
+
+    /// Waits until the first chunk has arrived (and keeps it, to be yielded first), or the
+    /// stream has ended. A stream that fails before its first chunk returns that error here,
+    /// so a retry layer can tell "failed before the caller saw anything" (safe to retry) from
+    /// a failure mid-stream (not safe). Calling it again, or after chunks were read, returns
+    /// at once.
+    pub async fn first_chunk_ready(&mut self) -> Result<(), Error> {
+        if self.peeked.is_some() || self.progress.chunks > 0 || self.progress.ended {
+            return Ok(());
+        }
+        let first = std::future::poll_fn(|cx| self.inner.as_mut().poll_next(cx)).await;
+        match first {
+            Some(Ok(chunk)) => {
+                self.peeked = Some(chunk);
+                Ok(())
+            }
+            Some(Err(error)) => {
+                self.end(Some(&error), false);
+                Err(error)
+            }
+            None => {
+                self.end(None, false);
+                Ok(())
+            }
+        }
     }
 
     /// Reads the whole stream and folds it into one response, with the metadata attached.
@@ -634,6 +672,10 @@ impl Stream for ChatStream {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
+        if let Some(chunk) = this.peeked.take() {
+            this.progress.record(&chunk);
+            return Poll::Ready(Some(Ok(chunk)));
+        }
         if this.progress.ended {
             return Poll::Ready(None);
         }
