@@ -67,6 +67,13 @@ pub trait LlmRequest {
     fn is_streaming(&self) -> bool {
         false
     }
+
+    /// The request as a [`ChatRequest`], when it is one (or wraps one): how layers change the
+    /// body without knowing the concrete type — a fallback rewriting the model, cost
+    /// accounting asking a stream for its usage. `None` for foreign request types.
+    fn as_chat_request_mut(&mut self) -> Option<&mut ChatRequest> {
+        None
+    }
 }
 
 /// What the end of a response looks like to a layer: its usage (when reported), the model
@@ -158,6 +165,10 @@ impl LlmRequest for ChatRequest {
     fn max_output_tokens(&self) -> Option<u64> {
         ChatRequest::max_output_tokens(self)
     }
+
+    fn as_chat_request_mut(&mut self) -> Option<&mut ChatRequest> {
+        Some(self)
+    }
 }
 
 impl LlmRequest for StreamRequest {
@@ -183,6 +194,10 @@ impl LlmRequest for StreamRequest {
 
     fn is_streaming(&self) -> bool {
         true
+    }
+
+    fn as_chat_request_mut(&mut self) -> Option<&mut ChatRequest> {
+        Some(&mut self.0)
     }
 }
 

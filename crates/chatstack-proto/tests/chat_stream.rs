@@ -129,3 +129,15 @@ fn layers_reach_the_stream_through_the_response_trait() {
     let mut unary = chatstack_proto::ChatResponse::default();
     assert!(unary.as_chat_stream_mut().is_none());
 }
+
+#[test]
+fn layers_reach_the_body_through_the_request_trait() {
+    use chatstack_proto::{ChatRequest, LlmRequest, Message, StreamRequest};
+    let mut stream = StreamRequest(ChatRequest::new("a", [Message::user("hi")]));
+    stream.as_chat_request_mut().unwrap().model = "b".into();
+    assert_eq!(stream.model(), "b");
+    assert!(stream.is_streaming());
+    let mut unary = ChatRequest::new("a", [Message::user("hi")]);
+    unary.as_chat_request_mut().unwrap().temperature = Some(0.5);
+    assert_eq!(unary.temperature, Some(0.5));
+}
