@@ -19,8 +19,8 @@
 //! The default order, outermost first, is
 //! `trace → cost/budget → retry → circuit breaker → rate limit → timeout → auth → transport`.
 //!
-//! The layers themselves are being built (issues [2] and [3]); this crate already re-exports
-//! the seams they are written against:
+//! Each layer lives in its own module (`chatstack_middleware::retry::RetryLayer`, ...), as in
+//! tower-http. The crate root re-exports the seams the layers are written against:
 //!
 //! ```
 //! use chatstack_middleware::{LlmRequest, ChatRequest, Message};
@@ -31,6 +31,25 @@
 //! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+#[cfg(feature = "auth")]
+pub mod auth;
+#[cfg(feature = "budget")]
+pub mod budget;
+#[cfg(feature = "circuit-breaker")]
+pub mod circuit_breaker;
+#[cfg(feature = "cost")]
+pub mod cost;
+#[cfg(feature = "fallback")]
+pub mod fallback;
+#[cfg(feature = "rate-limit")]
+pub mod rate_limit;
+#[cfg(feature = "retry")]
+pub mod retry;
+#[cfg(feature = "timeout")]
+pub mod timeout;
+#[cfg(feature = "trace")]
+pub mod trace;
 
 pub use chatstack_proto::{
     ChatRequest, ChatResponse, ChatStream, Completion, Error, ErrorKind, LlmRequest, LlmResponse,

@@ -429,6 +429,30 @@ impl Error {
         self
     }
 
+    /// Adds context without losing anything: appends `note` to the message and makes
+    /// `context` the source. `context` receives the previous source (if any) so the cause
+    /// chain stays whole: how a layer marks an error it decided about (say, "not retried:
+    /// the wait would pass the deadline") while kind, status, envelope and headers stay as
+    /// they were.
+    pub fn with_context<C>(
+        mut self,
+        note: &str,
+        context: impl FnOnce(Option<BoxError>) -> C,
+    ) -> Self
+    where
+        C: StdError + Send + Sync + 'static,
+    {
+        if self.inner.message.is_empty() {
+            self.inner.message = note.to_owned();
+        } else {
+            self.inner.message.push_str("; ");
+            self.inner.message.push_str(note);
+        }
+        let previous = self.inner.source.take();
+        self.inner.source = Some(Box::new(context(previous)));
+        self
+    }
+
     /// Records how many attempts were made before this error.
     pub fn set_attempts(&mut self, attempts: u32) {
         self.inner.attempts = attempts;
@@ -833,6 +857,41 @@ mod tests {
         let envelope = classify(500, r#"{"error":{"message":"boom"}}"#);
         assert_eq!(envelope.body(), None);
         assert_eq!(envelope.message(), "boom");
+    }
+
+    #[test]
+    fn context_keeps_everything_and_chains_the_cause() {
+        #[derive(Debug)]
+        struct Mark(Option<BoxError>);
+        impl fmt::Display for Mark {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("mark")
+            }
+        }
+        impl StdError for Mark {
+            fn source(&self) -> Option<&(dyn StdError + 'static)> {
+                self.0.as_deref().map(|e| e as &(dyn StdError + 'static))
+            }
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert("retry-after", "120".parse().unwrap());
+        headers.insert("x-request-id", "req_9".parse().unwrap());
+        let error = Error::from_response(
+            status(429),
+            &headers,
+            br#"{"error":{"message":"Slow down"}}"#,
+        )
+        .with_source(std::io::Error::other("root cause"))
+        .with_attempts(2)
+        .with_context("not retried: too long", Mark);
+        assert_eq!(error.kind(), ErrorKind::RateLimited);
+        assert_eq!(error.message(), "Slow down; not retried: too long");
+        assert_eq!(error.retry_after(), Some(Duration::from_secs(120)));
+        assert_eq!(error.request_id(), Some("req_9"));
+        assert_eq!(error.attempts(), 2);
+        let mark = StdError::source(&error).unwrap();
+        assert!(mark.downcast_ref::<Mark>().is_some());
+        assert_eq!(mark.source().unwrap().to_string(), "root cause");
     }
 
     #[test]

@@ -583,6 +583,10 @@ impl ChatStream {
     /// so a retry layer can tell "failed before the caller saw anything" (safe to retry) from
     /// a failure mid-stream (not safe). Calling it again, or after chunks were read, returns
     /// at once.
+    ///
+    /// Cancel-safe: the future holds nothing between polls (a chunk is stored only once it
+    /// has arrived), so dropping it unfinished, or creating it afresh on every poll, loses
+    /// nothing.
     pub async fn first_chunk_ready(&mut self) -> Result<(), Error> {
         if self.peeked.is_some() || self.progress.chunks > 0 || self.progress.ended {
             return Ok(());
