@@ -2,11 +2,12 @@
 //! say; with scripted services on tokio's paused clock, and over real loopback HTTP.
 #![cfg(feature = "fallback")]
 
+mod capture;
 mod support;
 
-use std::fmt::{self, Write as _};
 use std::sync::{Arc, Mutex};
 
+use capture::Capture;
 use chatstack_middleware::fallback::{Alternative, AnsweredBy, FallbackLayer, SetModel};
 use chatstack_proto::{Error, ErrorKind, LlmResponse, TimeoutKind};
 use http::{HeaderMap, StatusCode};
@@ -244,38 +245,10 @@ async fn a_model_setter_function_serves_any_request_type() {
     assert_eq!(answer.text, "b");
 }
 
-/// A `tracing` subscriber that keeps each event's fields as text.
-#[derive(Clone, Default)]
-struct Events(Arc<Mutex<Vec<String>>>);
-
-impl tracing::Subscriber for Events {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        struct Fields(String);
-        impl tracing::field::Visit for Fields {
-            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
-                let _ = write!(self.0, "{}={:?} ", field.name(), value);
-            }
-        }
-        let mut fields = Fields(format!("{} ", event.metadata().level()));
-        event.record(&mut fields);
-        self.0.lock().unwrap().push(fields.0);
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-}
-
 #[tokio::test(start_paused = true)]
 async fn each_fallback_is_a_tracing_event() {
-    let events = Events::default();
-    let _guard = tracing::subscriber::set_default(events.clone());
+    let capture = Capture::default();
+    let _installed = capture.install();
     let script = Script::new([
         Step::fail(|| status_error(503)),
         Step::fail(|| status_error(429)),
@@ -286,17 +259,22 @@ async fn each_fallback_is_a_tracing_event() {
         .model("c")
         .layer(script.service());
     service.oneshot(Ask::new("a")).await.unwrap();
-    let events = events.0.lock().unwrap().clone();
+    let events = capture.events();
     assert_eq!(events.len(), 2, "{events:#?}");
-    assert!(events[0].starts_with("WARN "), "{}", events[0]);
-    for (event, expected) in events.iter().zip([
-        "from.index=0 from.name=a to.index=1 to.name=b error.kind=server error",
-        "from.index=1 from.name=b to.index=2 to.name=c error.kind=rate limited",
+    for (event, (from, to, kind)) in events.iter().zip([
+        (("0", "a"), ("1", "b"), "server error"),
+        (("1", "b"), ("2", "c"), "rate limited"),
     ]) {
-        assert!(event.contains(expected), "{event}");
-        assert!(
-            event.contains("message=falling back to the next alternative"),
-            "{event}"
+        assert_eq!(event.level, tracing::Level::WARN);
+        assert_eq!(event.field("from.index"), Some(from.0), "{event:?}");
+        assert_eq!(event.field("from.name"), Some(from.1), "{event:?}");
+        assert_eq!(event.field("to.index"), Some(to.0), "{event:?}");
+        assert_eq!(event.field("to.name"), Some(to.1), "{event:?}");
+        assert_eq!(event.field("error.kind"), Some(kind), "{event:?}");
+        assert_eq!(
+            event.field("message"),
+            Some("falling back to the next alternative"),
+            "{event:?}"
         );
     }
 }

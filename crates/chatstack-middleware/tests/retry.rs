@@ -2,14 +2,15 @@
 //! loopback HTTP with the transport and the mock provider.
 #![cfg(feature = "retry")]
 
+mod capture;
 mod support;
 
-use std::collections::{BTreeMap, VecDeque};
-use std::fmt;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use capture::Capture;
 use chatstack_middleware::retry::{
     Backoff, IsRetryable, Jitter, RetryBudget, RetryClassifier, RetryLayer, RetryStopped,
     StopReason,
@@ -718,70 +719,25 @@ async fn a_stream_that_always_fails_before_its_first_chunk_uses_every_attempt() 
 // Tracing: one warning per retry.
 // ---------------------------------------------------------------------------------------
 
-type Fields = BTreeMap<String, String>;
-
-/// A subscriber that keeps every event's fields.
-struct EventLog(Arc<Mutex<Vec<Fields>>>);
-
-struct FieldVisitor<'a>(&'a mut Fields);
-
-impl tracing::field::Visit for FieldVisitor<'_> {
-    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-        self.0.insert(field.name().to_owned(), value.to_owned());
-    }
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
-        self.0.insert(field.name().to_owned(), format!("{value:?}"));
-    }
-}
-
-impl tracing::Subscriber for EventLog {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        let mut fields = Fields::new();
-        fields.insert("level".into(), event.metadata().level().to_string());
-        event.record(&mut FieldVisitor(&mut fields));
-        self.0.lock().unwrap().push(fields);
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-}
-
 #[tokio::test(start_paused = true)]
 async fn each_retry_is_a_tracing_warning_with_its_fields() {
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let _guard = tracing::subscriber::set_default(EventLog(events.clone()));
-    // Other tests hit the same callsites on other threads, without a subscriber; one that
-    // registers a callsite while this subscriber is being set up caches "never" for it.
-    // Once the callsites are registered (the warm-up call), rebuilding the cache settles it.
-    let warm_up = Script::new([Step::fail(|| status_error(503))]);
-    let _ = RetryLayer::new()
-        .layer(warm_up.service())
-        .oneshot(Ask::new("warm-up"))
-        .await;
-    tracing::callsite::rebuild_interest_cache();
-    events.lock().unwrap().clear();
-
+    let capture = Capture::default();
+    let _installed = capture.install();
     let script = Script::new([Step::fail(|| status_error(503))]);
     RetryLayer::new()
         .layer(script.service())
         .oneshot(Ask::new("gpt-4.1"))
         .await
         .unwrap_err();
-    let events = events.lock().unwrap();
-    let retries: Vec<&Fields> = events
+    let events = capture.events();
+    let retries: Vec<_> = events
         .iter()
-        .filter(|fields| fields.get("message").map(String::as_str) == Some("retrying"))
+        .filter(|event| event.field("message") == Some("retrying"))
+        .map(|event| (event.level, &event.fields))
         .collect();
     assert_eq!(retries.len(), 2, "{events:#?}");
-    for (index, fields) in retries.iter().enumerate() {
-        assert_eq!(fields["level"], "WARN");
+    for (index, (level, fields)) in retries.iter().enumerate() {
+        assert_eq!(*level, tracing::Level::WARN);
         assert_eq!(fields["attempt"], (index + 1).to_string());
         assert_eq!(fields["model"], "gpt-4.1");
         assert_eq!(fields["status"], "503");

@@ -1,0 +1,141 @@
+//! [`ResponseFuture`]: the future of a [`Budget`](super::Budget) call.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use chatstack_proto::{Completion, Error, LlmResponse};
+use pin_project_lite::pin_project;
+
+use super::layer::Settings;
+use super::state::Reservation;
+use crate::cost::{CacheTtl, Requested, Usd};
+
+pin_project! {
+    /// The response future of [`Budget`](super::Budget): the inner call's future holding the
+    /// request's reservation, or the refusal.
+    ///
+    /// Dropping the future before it completes gives the reservation back; so does a failed
+    /// call. A response takes the reservation along and settles it when it completes (for a
+    /// stream: when it ends, fails or is dropped).
+    pub struct ResponseFuture<F> {
+        #[pin]
+        kind: Kind<F>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F> {
+        Admitted {
+            #[pin]
+            future: F,
+            pending: Option<Pending>,
+        },
+        Refused {
+            error: Option<Error>,
+        },
+    }
+}
+
+/// An admitted request's reservation, and what settling it needs.
+pub(crate) struct Pending {
+    pub(crate) settings: Arc<Settings>,
+    pub(crate) requested: Requested,
+    pub(crate) ttl: CacheTtl,
+    pub(crate) reservation: Reservation,
+}
+
+impl Pending {
+    /// Settles the reservation when the response completes.
+    fn settle(self, completion: &Completion<'_>) {
+        let Self {
+            settings,
+            requested,
+            ttl,
+            reservation,
+        } = self;
+        if !reservation.counts_spending() {
+            // The spent figure is a ledger's, which the cost layer charges.
+            reservation.settle(Usd::ZERO);
+            return;
+        }
+        match completion.usage {
+            Some(usage) => {
+                let cost = settings
+                    .pricing
+                    .settle(&requested, completion.model, Some(usage), ttl);
+                reservation.settle(cost.cost);
+            }
+            None if completion.is_success() => {
+                let worst_case = reservation.amount();
+                tracing::warn!(
+                    model = &**requested.name(),
+                    worst_case = %worst_case,
+                    "a response reported no usage; the budget counts its worst case as spent"
+                );
+                reservation.settle(worst_case);
+            }
+            // Failed or dropped before its usage: given back (dropping it releases it).
+            None => drop(reservation),
+        }
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn new(future: F, pending: Pending) -> Self {
+        Self {
+            kind: Kind::Admitted {
+                future,
+                pending: Some(pending),
+            },
+        }
+    }
+
+    pub(crate) fn refused(error: Error) -> Self {
+        Self {
+            kind: Kind::Refused { error: Some(error) },
+        }
+    }
+}
+
+impl<F, T> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<T, Error>>,
+    T: LlmResponse,
+{
+    type Output = Result<T, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Admitted { future, pending } => {
+                let result = ready!(future.poll(cx));
+                // On an error, dropping the pending settlement gives the reservation back.
+                let pending = pending.take();
+                Poll::Ready(result.map(|response| match pending {
+                    Some(pending) => {
+                        response.on_complete(move |completion| pending.settle(completion))
+                    }
+                    None => response,
+                }))
+            }
+            KindProj::Refused { error } => Poll::Ready(Err(error
+                .take()
+                .expect("ResponseFuture polled after completion"))),
+        }
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.kind {
+            Kind::Admitted { .. } => "admitted",
+            Kind::Refused { .. } => "refused",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,1012 @@
+//! The limiter of each key: governor's GCRAs on tokio's clock, the FIFO queue of waiting
+//! requests, reconciliation with the real usage, and the pauses the provider asks for.
+//!
+//! Everything about one key sits behind one short-held `std::sync::Mutex` (never held across
+//! an `.await`, never held while waking a task): the queue, the pause, the reconciliation
+//! log, and the GCRAs' states, which governor reads and writes through [`SharedTat`], a
+//! [`StateStore`] this module can also read and write. That is what makes an admission that
+//! needs both a request cell and token cells all or nothing, lets the queue estimate its
+//! waits, and lets reconciliation give cells back — none of which governor's own stores
+//! allow.
+
+use std::borrow::Cow;
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::num::{NonZeroU32, NonZeroU64};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::task::Waker;
+
+use chatstack_proto::{Error, LlmRequest, LlmResponse, RateLimitSnapshot, Usage};
+use governor::RateLimiter;
+use governor::clock::Clock;
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use governor::state::{NotKeyed, StateStore};
+use tokio::time::{Duration, Instant};
+
+use super::counter::TokenCounter;
+use super::layer::{PerKey, Quota, RateLimitConfig, Reconcile};
+use super::refused::{RateLimitRefused, RefusalReason};
+
+/// governor's clock: the time of the decision being made, in nanoseconds since the key's
+/// origin on tokio's clock.
+///
+/// The key's lock holder reads tokio's clock once per decision (so that waits follow a
+/// paused test clock), sets it here, and asks governor; governor and this module then agree
+/// on "now" to the nanosecond, and a decision reads the clock once however many quotas it
+/// checks. It reads 0 when the limiters are made, so governor's start is the origin and its
+/// theoretical arrival times are nanoseconds since the origin too. governor's own waiting
+/// futures (`until_ready`, on `futures-timer`, which tokio's clock does not drive) are never
+/// used: this limiter asks governor *when*, and sleeps on tokio.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct DecisionClock(Arc<AtomicU64>);
+
+impl DecisionClock {
+    fn set(&self, nanos: u64) {
+        self.0.store(nanos, Ordering::Relaxed);
+    }
+}
+
+impl Clock for DecisionClock {
+    type Instant = Nanos;
+
+    fn now(&self) -> Nanos {
+        Nanos::from(self.0.load(Ordering::Relaxed))
+    }
+}
+
+/// tokio's clock, read at most once per decision, and only if the decision needs it.
+struct LazyNow(Option<Instant>);
+
+impl LazyNow {
+    fn get(&mut self) -> Instant {
+        *self.0.get_or_insert_with(Instant::now)
+    }
+}
+
+/// The state of one GCRA, its theoretical arrival time (TAT) in nanoseconds since the
+/// limiter's start (0: never used), shared between governor and the key's lock holder.
+///
+/// Only ever accessed with the key's lock held, so plain loads and stores suffice.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SharedTat(Arc<AtomicU64>);
+
+impl SharedTat {
+    fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, tat: u64) {
+        self.0.store(tat, Ordering::Relaxed);
+    }
+}
+
+impl StateStore for SharedTat {
+    type Key = NotKeyed;
+
+    fn measure_and_replace<T, F, E>(&self, _key: &NotKeyed, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        let previous = NonZeroU64::new(self.get()).map(|tat| Nanos::from(tat.get()));
+        let (outcome, next) = f(previous)?;
+        self.set(next.as_u64());
+        Ok(outcome)
+    }
+}
+
+/// One GCRA: a bucket of `burst` cells refilled one cell per `interval`.
+struct Bucket {
+    gcra: RateLimiter<NotKeyed, SharedTat, DecisionClock, NoOpMiddleware<Nanos>>,
+    tat: SharedTat,
+    quota: Quota,
+    /// Nanoseconds per cell.
+    interval: u64,
+}
+
+impl Bucket {
+    fn new(quota: Quota, clock: DecisionClock) -> Self {
+        let interval = quota.interval_nanos();
+        let burst = NonZeroU32::new(quota.burst_size()).unwrap_or(NonZeroU32::MIN);
+        let gcra_quota = governor::Quota::with_period(Duration::from_nanos(interval))
+            .unwrap_or_else(|| governor::Quota::per_second(NonZeroU32::MAX))
+            .allow_burst(burst);
+        let tat = SharedTat::default();
+        Self {
+            gcra: RateLimiter::new(gcra_quota, tat.clone(), clock),
+            tat,
+            quota,
+            interval,
+        }
+    }
+
+    /// The bucket's capacity in nanoseconds: `burst × interval` (GCRA's `τ + T`).
+    fn capacity(&self) -> u64 {
+        u64::from(self.quota.burst_size()).saturating_mul(self.interval)
+    }
+
+    /// Takes `cells` at `now` (the time the key's clock was set to), or says how long until
+    /// they could be taken.
+    fn take(&self, cells: NonZeroU32, now: u64) -> Result<(), Duration> {
+        let decision = if cells == NonZeroU32::MIN {
+            Ok(self.gcra.check())
+        } else {
+            self.gcra.check_n(cells)
+        };
+        match decision {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => Err(not_until.wait_time_from(Nanos::from(now))),
+            // The service refuses requests above the burst before they reach a bucket; were
+            // one to get here, it would wait a whole refill and try again.
+            Err(_) => Err(Duration::from_nanos(self.capacity())),
+        }
+    }
+
+    /// A lower bound of the wait until `cells` in all could have been taken, one request
+    /// after the other: the GCRA's earliest time for taking them at once.
+    fn wait_for(&self, cells: u64, now: u64) -> Duration {
+        let earliest = self
+            .tat
+            .get()
+            .saturating_add(cells.saturating_mul(self.interval))
+            .saturating_sub(self.capacity());
+        Duration::from_nanos(earliest.saturating_sub(now))
+    }
+
+    /// The cells that could be taken at once now.
+    fn available(&self, now: u64) -> u32 {
+        let room = now
+            .saturating_add(self.capacity())
+            .saturating_sub(self.tat.get());
+        u32::try_from(room / self.interval)
+            .unwrap_or(u32::MAX)
+            .min(self.quota.burst_size())
+    }
+}
+
+/// Names the limiter of a request.
+pub(crate) type KeyFn = Arc<dyn for<'r> Fn(&'r dyn LlmRequest) -> Cow<'r, str> + Send + Sync>;
+
+/// How a request is mapped to its limiter.
+#[derive(Clone)]
+pub(crate) enum KeyBy {
+    /// One limiter per model.
+    Model,
+    /// A user's function of the request.
+    Custom(KeyFn),
+}
+
+impl KeyBy {
+    /// The key of `request`; borrowed (no allocation) for per-model keys.
+    pub(crate) fn key_of<'a, R: LlmRequest>(&'a self, request: &'a R) -> Cow<'a, str> {
+        match self {
+            Self::Model => Cow::Borrowed(request.model()),
+            Self::Custom(key) => key(request),
+        }
+    }
+}
+
+impl fmt::Debug for KeyBy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Model => "Model",
+            Self::Custom(_) => "Custom",
+        })
+    }
+}
+
+/// Everything a layer is configured with.
+#[derive(Clone)]
+pub(crate) struct Settings {
+    pub(crate) config: RateLimitConfig,
+    pub(crate) per_key: PerKey,
+    pub(crate) key_by: KeyBy,
+    pub(crate) counter: Option<Arc<dyn TokenCounter>>,
+}
+
+impl Settings {
+    pub(crate) fn new(config: RateLimitConfig) -> Self {
+        Self {
+            config,
+            per_key: PerKey::default(),
+            key_by: KeyBy::Model,
+            counter: None,
+        }
+    }
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("config", &self.config)
+            .field("per_key", &self.per_key)
+            .field("key_by", &self.key_by)
+            .field("token_counter", &self.counter.is_some())
+            .finish()
+    }
+}
+
+/// The limiters of one layer, by key. Limiters are made on first use and kept.
+pub(crate) struct Limiters {
+    settings: Arc<Settings>,
+    by_key: RwLock<HashMap<Arc<str>, Arc<KeyLimiter>>>,
+}
+
+impl Limiters {
+    pub(crate) fn new(settings: Settings) -> Self {
+        Self {
+            settings: Arc::new(settings),
+            by_key: RwLock::default(),
+        }
+    }
+
+    pub(crate) fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The limiter of `key`, made if new. Allocates only when the key is new.
+    pub(crate) fn limiter(&self, key: &str) -> Arc<KeyLimiter> {
+        if let Some(limiter) = self.read().get(key) {
+            return Arc::clone(limiter);
+        }
+        let mut by_key = self.by_key.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(limiter) = by_key.get(key) {
+            return Arc::clone(limiter);
+        }
+        let key: Arc<str> = Arc::from(key);
+        let config = self
+            .settings
+            .per_key
+            .get(&key)
+            .copied()
+            .unwrap_or(self.settings.config);
+        let limiter = Arc::new(KeyLimiter::new(Arc::clone(&key), config));
+        by_key.insert(key, Arc::clone(&limiter));
+        limiter
+    }
+
+    pub(crate) fn status(&self, key: &str) -> Option<KeyStatus> {
+        let limiter = self.read().get(key).map(Arc::clone)?;
+        Some(limiter.status())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Arc<str>, Arc<KeyLimiter>>> {
+        self.by_key.read().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// What the limiter of one key looks like at one moment; see
+/// [`RateLimitLayer::status`](super::RateLimitLayer::status).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KeyStatus {
+    /// Requests that could be admitted at once (`None`: requests are not limited).
+    pub requests_available: Option<u32>,
+    /// Tokens that could be admitted at once (`None`: tokens are not limited); 0 while the
+    /// key is in debt.
+    pub tokens_available: Option<u32>,
+    /// Requests waiting in the key's queue.
+    pub waiting: usize,
+    /// How long the key stays paused by the provider's signals, if it is.
+    pub paused_for: Option<Duration>,
+    /// Tokens given back so far because responses used fewer than they were charged.
+    pub tokens_credited: u64,
+    /// Tokens charged afterwards so far because responses used more than they were charged.
+    pub tokens_debited: u64,
+}
+
+/// How many reconciliation records a key keeps; older admissions get no credit back.
+const SLACK_LOG_CAPACITY: usize = 1024;
+
+/// What a refund may give back without letting any 60-second window pass the quota.
+///
+/// Giving `d` cells back to a request admitted at sequence `q` must leave the GCRA exactly as
+/// if that request had been charged `d` cells less when it was admitted. Every charge since
+/// then that found the bucket partly full ("slack": its TAT minus the time, floored at 0)
+/// absorbed part of that difference, so the refund is `min(d, least slack since q)`. This log
+/// answers "least slack since q" with a monotonic stack of suffix minima: entries ordered by
+/// sequence, with strictly growing slack; an entry is dropped once a later one has no more
+/// slack.
+#[derive(Debug, Default)]
+struct SlackLog {
+    /// `(sequence, slack in nanoseconds)`.
+    entries: VecDeque<(u64, u64)>,
+    /// The sequence of the newest entry dropped for capacity: refunds to requests admitted
+    /// before it cannot be bounded, and get nothing.
+    forgotten: u64,
+}
+
+impl SlackLog {
+    fn record(&mut self, seq: u64, slack: u64) {
+        while self.entries.back().is_some_and(|&(_, last)| last >= slack) {
+            self.entries.pop_back();
+        }
+        self.entries.push_back((seq, slack));
+        if self.entries.len() > SLACK_LOG_CAPACITY {
+            if let Some((dropped, _)) = self.entries.pop_front() {
+                self.forgotten = dropped;
+            }
+        }
+    }
+
+    /// The least slack of the charges after `seq` (`u64::MAX` when there were none).
+    fn least_since(&self, seq: u64) -> u64 {
+        if seq < self.forgotten {
+            return 0;
+        }
+        let first = self.entries.partition_point(|&(entry, _)| entry <= seq);
+        self.entries
+            .get(first)
+            .map_or(u64::MAX, |&(_, slack)| slack)
+    }
+
+    /// After a refund of `by` (which [`least_since`](Self::least_since)`(seq)` allowed) to the
+    /// request admitted at `seq`: the charges since then would have found that much less
+    /// slack. Exactly that much for every entry kept: the first entry after `seq` is the
+    /// least slack since then (so it absorbed the whole refund or was emptied by it), and
+    /// every later one saw the refund shrunk to at most that first slack, which `by` is.
+    /// Entries dropped earlier only ever mattered through a later, smaller one.
+    fn lower_since(&mut self, seq: u64, by: u64) {
+        let first = self.entries.partition_point(|&(entry, _)| entry <= seq);
+        for entry in self.entries.range_mut(first..) {
+            entry.1 = entry.1.saturating_sub(by);
+        }
+        let Some(&(_, lowest)) = self.entries.get(first) else {
+            return;
+        };
+        let mut keep = first;
+        while keep > 0 && self.entries[keep - 1].1 >= lowest {
+            keep -= 1;
+        }
+        self.entries.drain(keep..first);
+    }
+}
+
+/// A request waiting in a key's queue.
+struct Waiter {
+    tokens: u32,
+    waker: Option<Waker>,
+}
+
+/// The part of a key's limiter behind its lock.
+#[derive(Default)]
+struct KeyState {
+    /// Waiting requests, oldest first. `None` marks one that left (its future was dropped or
+    /// its deadline refused it) while others were ahead of it; it is skipped once it reaches
+    /// the front, which is always a live waiter.
+    queue: VecDeque<Option<Waiter>>,
+    /// The ticket of `queue[0]`; tickets are consecutive.
+    front_ticket: u64,
+    /// Live waiters in the queue.
+    waiting: usize,
+    /// Their tokens.
+    waiting_tokens: u64,
+    /// No admissions until then (the provider's 429 or low remaining quota).
+    paused_until: Option<Instant>,
+    /// The sequence of the last charge to the token bucket.
+    seq: u64,
+    slack: SlackLog,
+    credited: u64,
+    debited: u64,
+}
+
+impl KeyState {
+    fn enqueue(&mut self, tokens: u32) -> u64 {
+        let ticket = self.front_ticket + self.queue.len() as u64;
+        self.queue.push_back(Some(Waiter {
+            tokens,
+            waker: None,
+        }));
+        self.waiting += 1;
+        self.waiting_tokens += u64::from(tokens);
+        ticket
+    }
+
+    /// The position of a ticket in the queue.
+    fn index(&self, ticket: u64) -> usize {
+        let index = usize::try_from(ticket - self.front_ticket).unwrap_or(usize::MAX);
+        debug_assert!(matches!(self.queue.get(index), Some(Some(_))));
+        index
+    }
+
+    /// Takes the waiter at `index` out of the queue; if it was the head, returns the waker
+    /// of the new head, which must be woken once the lock is released.
+    #[must_use]
+    fn remove(&mut self, index: usize) -> Option<Waker> {
+        if let Some(waiter) = self.queue.get_mut(index).and_then(Option::take) {
+            self.waiting -= 1;
+            self.waiting_tokens -= u64::from(waiter.tokens);
+        }
+        if index != 0 {
+            return None;
+        }
+        while matches!(self.queue.front(), Some(None)) {
+            self.queue.pop_front();
+            self.front_ticket += 1;
+        }
+        self.head_waker()
+    }
+
+    fn head_waker(&mut self) -> Option<Waker> {
+        self.queue.front_mut()?.as_mut()?.waker.take()
+    }
+
+    fn set_waker(&mut self, index: usize, waker: &Waker) {
+        if let Some(Some(waiter)) = self.queue.get_mut(index) {
+            match &mut waiter.waker {
+                Some(known) if known.will_wake(waker) => {}
+                slot => *slot = Some(waker.clone()),
+            }
+        }
+    }
+
+    /// How long the key stays paused, clearing a pause that is over.
+    fn pause_left(&mut self, now: Instant) -> Duration {
+        match self.paused_until {
+            Some(until) if until > now => until - now,
+            Some(_) => {
+                self.paused_until = None;
+                Duration::ZERO
+            }
+            None => Duration::ZERO,
+        }
+    }
+}
+
+/// How a request's call begins.
+pub(crate) enum Start {
+    /// Admitted at once: send it.
+    Admitted(Charge),
+    /// In the queue: the response future waits its turn.
+    Queued(Ticket),
+    /// Refused at once.
+    Refused(Error),
+}
+
+/// What a waiting request learns when its future is polled.
+pub(crate) enum Turn {
+    /// Admitted: send it.
+    Admitted(Charge),
+    /// Not yet: wake up at this time (also woken earlier when its turn may have come).
+    Wait(Option<Instant>),
+    /// Refused: its deadline cannot be met.
+    Refused(Error),
+}
+
+/// The limiter of one key: requests and tokens, a queue, a pause.
+pub(crate) struct KeyLimiter {
+    key: Arc<str>,
+    config: RateLimitConfig,
+    /// Time zero of the key's GCRAs.
+    origin: Instant,
+    clock: DecisionClock,
+    requests: Option<Bucket>,
+    tokens: Option<Bucket>,
+    state: Mutex<KeyState>,
+}
+
+impl KeyLimiter {
+    fn new(key: Arc<str>, config: RateLimitConfig) -> Self {
+        let clock = DecisionClock::default();
+        Self {
+            key,
+            origin: Instant::now(),
+            requests: config
+                .requests
+                .map(|quota| Bucket::new(quota, clock.clone())),
+            tokens: config.tokens.map(|quota| Bucket::new(quota, clock.clone())),
+            clock,
+            config,
+            state: Mutex::default(),
+        }
+    }
+
+    pub(crate) fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The tokens `request` is charged: its prompt tokens plus its output cap (or the
+    /// configured default). 0 when tokens are not limited, without counting.
+    pub(crate) fn tokens_of<R: LlmRequest>(
+        &self,
+        request: &mut R,
+        counter: Option<&dyn TokenCounter>,
+    ) -> u64 {
+        if self.tokens.is_none() {
+            return 0;
+        }
+        let prompt = match counter {
+            Some(counter) => counter.prompt_tokens(request),
+            None => request.estimated_prompt_tokens(),
+        };
+        let output = request
+            .max_output_tokens()
+            .unwrap_or(u64::from(self.config.default_max_output_tokens));
+        prompt.saturating_add(output)
+    }
+
+    /// Admits a request of `tokens` at once if it may go now and nobody waits; else queues it,
+    /// unless it can never pass or would pass its deadline.
+    pub(crate) fn start(self: &Arc<Self>, tokens: u64, deadline: Option<Instant>) -> Start {
+        let tokens = match &self.tokens {
+            Some(bucket) if tokens > u64::from(bucket.quota.burst_size()) => {
+                let burst = bucket.quota.burst_size();
+                return Start::Refused(self.refuse(RefusalReason::TooLarge { tokens, burst }));
+            }
+            // Within the burst, so within u32.
+            _ => u32::try_from(tokens).unwrap_or(u32::MAX),
+        };
+        let mut now = LazyNow(None);
+        let mut state = self.lock();
+        let wait = if state.waiting == 0 {
+            match self.admit_now(&mut state, tokens, &mut now) {
+                Ok(seq) => {
+                    drop(state);
+                    return Start::Admitted(self.charge(seq, tokens));
+                }
+                Err(wait) => wait,
+            }
+        } else if deadline.is_some() {
+            let (all_tokens, all_requests) = (state.waiting_tokens, state.waiting as u64);
+            self.estimate(
+                &mut state,
+                all_tokens + u64::from(tokens),
+                all_requests + 1,
+                now.get(),
+            )
+        } else {
+            Duration::ZERO
+        };
+        let now = now.get();
+        if let Some(reason) = past_deadline(now, wait, deadline) {
+            drop(state);
+            return Start::Refused(self.refuse(reason));
+        }
+        let ticket = state.enqueue(tokens);
+        drop(state);
+        Start::Queued(Ticket {
+            limiter: Arc::clone(self),
+            ticket,
+            tokens,
+            since: now,
+            queued: true,
+        })
+    }
+
+    /// Takes a request cell and `tokens` token cells, all or nothing; the sequence of the
+    /// charge, or how long until it could go.
+    fn admit_now(
+        &self,
+        state: &mut KeyState,
+        tokens: u32,
+        now: &mut LazyNow,
+    ) -> Result<u64, Duration> {
+        if state.paused_until.is_some() {
+            let paused = state.pause_left(now.get());
+            if !paused.is_zero() {
+                return Err(paused);
+            }
+        }
+        let tokens = self.tokens.as_ref().zip(NonZeroU32::new(tokens));
+        if self.requests.is_none() && tokens.is_none() {
+            return Ok(state.seq);
+        }
+        let nanos = self.nanos_since_origin(now.get());
+        self.clock.set(nanos);
+        let mut wait: Option<Duration> = None;
+        let requests_before = self.requests.as_ref().map(|bucket| bucket.tat.get());
+        if let Some(bucket) = &self.requests {
+            if let Err(not_yet) = bucket.take(NonZeroU32::MIN, nanos) {
+                wait = Some(not_yet);
+            }
+        }
+        let tokens_before = tokens.map(|(bucket, _)| bucket.tat.get());
+        if let Some((bucket, cells)) = tokens {
+            if let Err(not_yet) = bucket.take(cells, nanos) {
+                wait = Some(wait.map_or(not_yet, |other| other.max(not_yet)));
+            }
+        }
+        if let Some(wait) = wait {
+            // All or nothing: put back what the other bucket took (a bucket that said no
+            // changed nothing, so restoring it is harmless).
+            if let (Some(bucket), Some(tat)) = (&self.requests, requests_before) {
+                bucket.tat.set(tat);
+            }
+            if let (Some((bucket, _)), Some(tat)) = (tokens, tokens_before) {
+                bucket.tat.set(tat);
+            }
+            return Err(wait);
+        }
+        if let (Some(_), Some(before)) = (tokens, tokens_before) {
+            state.seq += 1;
+            state.slack.record(state.seq, before.saturating_sub(nanos));
+        }
+        Ok(state.seq)
+    }
+
+    /// A lower bound of the wait of a request behind `tokens` and `requests` in all (its own
+    /// included): the pause, and each bucket's earliest time for all of them.
+    fn estimate(&self, state: &mut KeyState, tokens: u64, requests: u64, now: Instant) -> Duration {
+        let nanos = self.nanos_since_origin(now);
+        let mut wait = state.pause_left(now);
+        if let Some(bucket) = &self.requests {
+            wait = wait.max(bucket.wait_for(requests, nanos));
+        }
+        if let Some(bucket) = &self.tokens {
+            wait = wait.max(bucket.wait_for(tokens, nanos));
+        }
+        wait
+    }
+
+    fn charge(self: &Arc<Self>, seq: u64, tokens: u32) -> Charge {
+        Charge {
+            limiter: Arc::clone(self),
+            seq,
+            tokens,
+        }
+    }
+
+    fn refuse(&self, reason: RefusalReason) -> Error {
+        match reason {
+            RefusalReason::TooLarge { tokens, burst } => tracing::info!(
+                key = %self.key, tokens, burst, "rate limit: request larger than the burst refused"
+            ),
+            RefusalReason::PastDeadline { wait, left } => tracing::info!(
+                key = %self.key,
+                wait_ms = wait.as_millis() as u64,
+                left_ms = left.as_millis() as u64,
+                "rate limit: wait past the deadline refused"
+            ),
+        }
+        RateLimitRefused::error(Arc::clone(&self.key), reason)
+    }
+
+    /// Corrects the charge of a completed request (sequence `seq`, `charged` tokens) with its
+    /// real usage.
+    fn reconcile(&self, seq: u64, charged: u32, usage: Option<&Usage>) {
+        let (Some(bucket), Some(usage)) = (&self.tokens, usage.filter(|usage| !usage.is_empty()))
+        else {
+            return;
+        };
+        let used = usage.prompt_tokens.saturating_add(usage.completion_tokens);
+        let charged = u64::from(charged);
+        let mode = self.config.reconcile;
+        if used < charged && mode.gives_credit() {
+            let over = (charged - used).saturating_mul(bucket.interval);
+            let wake = {
+                let mut state = self.lock();
+                let refund = over.min(state.slack.least_since(seq));
+                if refund == 0 {
+                    return;
+                }
+                bucket.tat.set(bucket.tat.get().saturating_sub(refund));
+                state.slack.lower_since(seq, refund);
+                state.credited += refund / bucket.interval;
+                state.head_waker()
+            };
+            tracing::trace!(key = %self.key, charged, used, "rate limit: unused tokens given back");
+            if let Some(waker) = wake {
+                waker.wake();
+            }
+        } else if used > charged && mode.charges_debt() {
+            // At most a minute's quota per response: a bogus usage must not stop the key
+            // for much longer than a minute.
+            let under = (used - charged).min(u64::from(bucket.quota.limit()));
+            let mut state = self.lock();
+            let now = self.nanos_since_origin(Instant::now());
+            let before = bucket.tat.get();
+            let after = before
+                .max(now)
+                .saturating_add(under.saturating_mul(bucket.interval));
+            bucket.tat.set(after);
+            state.seq += 1;
+            let seq = state.seq;
+            state.slack.record(seq, before.saturating_sub(now));
+            state.debited += under;
+            drop(state);
+            tracing::trace!(key = %self.key, charged, used, "rate limit: tokens used beyond the charge owed");
+        }
+    }
+
+    /// Pauses admissions for `pause` (capped), unless a longer pause is on.
+    fn pause(&self, pause: Duration, reason: &'static str) {
+        let pause = pause.min(self.config.slow_down.max_pause);
+        if pause.is_zero() {
+            return;
+        }
+        let until = Instant::now() + pause;
+        let wakers: Vec<Waker> = {
+            let mut state = self.lock();
+            if state.paused_until.is_some_and(|current| current >= until) {
+                return;
+            }
+            state.paused_until = Some(until);
+            // Every waiter looks again: the head sleeps until the pause ends, and a waiter
+            // whose deadline falls inside it is refused now rather than at its deadline.
+            state
+                .queue
+                .iter_mut()
+                .flatten()
+                .filter_map(|waiter| waiter.waker.take())
+                .collect()
+        };
+        tracing::warn!(
+            key = %self.key,
+            pause_ms = pause.as_millis() as u64,
+            reason,
+            "rate limit: slowing down"
+        );
+        for waker in wakers {
+            waker.wake();
+        }
+    }
+
+    /// Slows down when a response says the provider's quota runs low.
+    fn observe(&self, snapshot: &RateLimitSnapshot) {
+        let slow_down = self.config.slow_down;
+        if slow_down.low_remaining <= 0.0 || !snapshot.is_present() {
+            return;
+        }
+        let low = |limit: Option<u64>, remaining: Option<u64>| match (limit, remaining) {
+            (Some(limit), Some(remaining)) if limit > 0 => {
+                (remaining as f64) < slow_down.low_remaining * limit as f64
+            }
+            _ => false,
+        };
+        let mut pause: Option<(Duration, &'static str)> = None;
+        if low(snapshot.limit_requests, snapshot.remaining_requests) {
+            let until_reset = snapshot.reset_requests.unwrap_or(slow_down.default_pause);
+            pause = Some((until_reset, "remaining requests low"));
+        }
+        if low(snapshot.limit_tokens, snapshot.remaining_tokens) {
+            let until_reset = snapshot.reset_tokens.unwrap_or(slow_down.default_pause);
+            if pause.is_none_or(|(longest, _)| until_reset > longest) {
+                pause = Some((until_reset, "remaining tokens low"));
+            }
+        }
+        if let Some((pause, reason)) = pause {
+            self.pause(pause, reason);
+        }
+    }
+
+    /// Slows down after the provider's 429.
+    fn observe_error(&self, error: &Error) {
+        let slow_down = self.config.slow_down;
+        if !slow_down.on_rate_limited || !error.is_rate_limited() {
+            return;
+        }
+        let snapshot = error.rate_limit();
+        let exhausted_reset = [
+            (snapshot.remaining_requests, snapshot.reset_requests),
+            (snapshot.remaining_tokens, snapshot.reset_tokens),
+        ]
+        .into_iter()
+        .filter_map(|(remaining, reset)| if remaining == Some(0) { reset } else { None })
+        .max();
+        let pause = error
+            .retry_after()
+            .filter(|wait| !wait.is_zero())
+            .or(exhausted_reset)
+            .unwrap_or(slow_down.default_pause);
+        self.pause(pause, "provider answered 429");
+    }
+
+    fn status(&self) -> KeyStatus {
+        let now = Instant::now();
+        let nanos = self.nanos_since_origin(now);
+        let mut state = self.lock();
+        let paused = state.pause_left(now);
+        KeyStatus {
+            requests_available: self.requests.as_ref().map(|bucket| bucket.available(nanos)),
+            tokens_available: self.tokens.as_ref().map(|bucket| bucket.available(nanos)),
+            waiting: state.waiting,
+            paused_for: (!paused.is_zero()).then_some(paused),
+            tokens_credited: state.credited,
+            tokens_debited: state.debited,
+        }
+    }
+
+    fn nanos_since_origin(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, KeyState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// `Some` refusal when waiting `wait` from `now` would pass `deadline`.
+fn past_deadline(now: Instant, wait: Duration, deadline: Option<Instant>) -> Option<RefusalReason> {
+    let deadline = deadline?;
+    let left = deadline.saturating_duration_since(now);
+    (wait > left || left.is_zero()).then_some(RefusalReason::PastDeadline { wait, left })
+}
+
+/// A request's place in its key's queue. Dropping it (with the response future) leaves the
+/// queue, handing the turn on if it was the head.
+pub(crate) struct Ticket {
+    limiter: Arc<KeyLimiter>,
+    ticket: u64,
+    tokens: u32,
+    since: Instant,
+    /// Still in the queue (not yet admitted or refused).
+    queued: bool,
+}
+
+impl Ticket {
+    /// Whether this request may go now; registers `waker` for when that may change.
+    pub(crate) fn poll_turn(&mut self, deadline: Option<Instant>, waker: &Waker) -> Turn {
+        let limiter = Arc::clone(&self.limiter);
+        let mut now = LazyNow(None);
+        let mut state = limiter.lock();
+        let index = state.index(self.ticket);
+        let (outcome, wake) = if index == 0 {
+            match limiter.admit_now(&mut state, self.tokens, &mut now) {
+                Ok(seq) => (Ok(seq), state.remove(0)),
+                Err(wait) => match past_deadline(now.get(), wait, deadline) {
+                    Some(reason) => (Err(reason), state.remove(0)),
+                    None => {
+                        state.set_waker(0, waker);
+                        return Turn::Wait(Some(now.get() + wait));
+                    }
+                },
+            }
+        } else {
+            // Behind others. Its wait is known once it is the head; until then it is refused
+            // early only if its deadline has come, or falls inside a pause.
+            let now = now.get();
+            let pause = state.pause_left(now);
+            match past_deadline(now, pause, deadline) {
+                Some(_) => {
+                    let (tokens, requests) = state.queue.range(..=index).flatten().fold(
+                        (0, 0),
+                        |(tokens, requests), waiter| {
+                            (tokens + u64::from(waiter.tokens), requests + 1)
+                        },
+                    );
+                    let wait = limiter.estimate(&mut state, tokens, requests, now);
+                    let left =
+                        deadline.map_or(Duration::ZERO, |d| d.saturating_duration_since(now));
+                    (
+                        Err(RefusalReason::PastDeadline { wait, left }),
+                        state.remove(index),
+                    )
+                }
+                None => {
+                    state.set_waker(index, waker);
+                    return Turn::Wait(deadline);
+                }
+            }
+        };
+        drop(state);
+        self.queued = false;
+        if let Some(waker) = wake {
+            waker.wake();
+        }
+        match outcome {
+            Ok(seq) => {
+                tracing::debug!(
+                    key = %limiter.key,
+                    cells = self.tokens,
+                    wait_ms = now.get().saturating_duration_since(self.since).as_millis() as u64,
+                    "rate limit: waited"
+                );
+                Turn::Admitted(limiter.charge(seq, self.tokens))
+            }
+            Err(reason) => Turn::Refused(limiter.refuse(reason)),
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if !self.queued {
+            return;
+        }
+        let wake = {
+            let mut state = self.limiter.lock();
+            let index = state.index(self.ticket);
+            state.remove(index)
+        };
+        if let Some(waker) = wake {
+            waker.wake();
+        }
+    }
+}
+
+impl fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ticket")
+            .field("key", &self.limiter.key)
+            .field("ticket", &self.ticket)
+            .field("tokens", &self.tokens)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What an admitted request was charged, held while it is in flight: it reads the
+/// provider's signals off the outcome and reconciles the charge with the usage.
+pub(crate) struct Charge {
+    limiter: Arc<KeyLimiter>,
+    seq: u64,
+    tokens: u32,
+}
+
+impl Charge {
+    /// The response arrived: slow down if the provider runs low, and reconcile once the
+    /// response completes.
+    pub(crate) fn settle<T: LlmResponse>(self, response: T) -> T {
+        self.limiter.observe(&response.meta().rate_limit);
+        if self.tokens == 0
+            || self.limiter.tokens.is_none()
+            || self.limiter.config.reconcile == Reconcile::Off
+        {
+            return response;
+        }
+        let Self {
+            limiter,
+            seq,
+            tokens,
+        } = self;
+        response.on_complete(move |completion| limiter.reconcile(seq, tokens, completion.usage))
+    }
+
+    /// The call failed: slow down after a 429. The charge stands.
+    pub(crate) fn failed(self, error: &Error) {
+        self.limiter.observe_error(error);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slack_log_keeps_suffix_minima() {
+        let mut log = SlackLog::default();
+        assert_eq!(log.least_since(0), u64::MAX);
+        for (seq, slack) in [(1, 50), (2, 30), (3, 40), (4, 60)] {
+            log.record(seq, slack);
+        }
+        assert_eq!(log.least_since(0), 30);
+        assert_eq!(log.least_since(1), 30);
+        assert_eq!(log.least_since(2), 40);
+        assert_eq!(log.least_since(3), 60);
+        assert_eq!(log.least_since(4), u64::MAX);
+
+        // A refund of 35 to the request admitted at 2 lowers what came after it.
+        log.lower_since(2, 35);
+        assert_eq!(log.least_since(2), 5);
+        assert_eq!(
+            log.least_since(0),
+            5,
+            "the lowered entries now bound the older ones"
+        );
+        assert_eq!(log.least_since(3), 25);
+    }
+
+    #[test]
+    fn slack_log_forgets_safely() {
+        let mut log = SlackLog::default();
+        for seq in 1..=(SLACK_LOG_CAPACITY as u64 + 10) {
+            log.record(seq, seq * 10);
+        }
+        assert_eq!(log.entries.len(), SLACK_LOG_CAPACITY);
+        assert_eq!(log.least_since(3), 0, "too old to bound: no credit");
+        assert_eq!(
+            log.least_since(SLACK_LOG_CAPACITY as u64),
+            10 * (SLACK_LOG_CAPACITY as u64 + 1)
+        );
+    }
+
+    #[test]
+    fn quota_interval_never_lets_a_window_pass_the_quota() {
+        // 7 a minute with a burst of 1: one every 60/7 s, rounded up.
+        let quota = Quota::per_minute(7).burst(1);
+        assert_eq!(quota.interval_nanos(), 8_571_428_572);
+        let quota = Quota::per_minute(600);
+        assert_eq!(quota.burst_size(), 30);
+        assert_eq!(quota.steady_per_minute(), 571);
+    }
+}
