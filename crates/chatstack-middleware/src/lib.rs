@@ -17,17 +17,58 @@
 //! | `trace` | `TraceLayer` | OpenTelemetry GenAI spans and events |
 //!
 //! The default order, outermost first, is
-//! `trace → cost/budget → retry → circuit breaker → rate limit → timeout → auth → transport`.
+//! `trace → cost/budget → retry → circuit breaker → rate limit → timeout → auth → transport`:
+//! tracing sees the whole call, money is counted once per call however many attempts it
+//! took, retries see the breaker's and the limiter's refusals (and do not retry them), each
+//! attempt gets its own timeout, and the key is added last, closest to the wire.
 //!
 //! Each layer lives in its own module (`chatstack_middleware::retry::RetryLayer`, ...), as in
-//! tower-http. The crate root re-exports the seams the layers are written against:
+//! tower-http, and may be used alone, on any service whose request and response implement
+//! the [`LlmRequest`] and [`LlmResponse`] seams. The whole stack, by hand, over the
+//! transport, against chatstack's mock provider:
 //!
 //! ```
-//! use chatstack_middleware::{LlmRequest, ChatRequest, Message};
+//! use std::time::Duration;
 //!
-//! let request = ChatRequest::new("gpt-4.1", [Message::user("Hello")]).max_tokens(100);
-//! assert_eq!(request.model(), "gpt-4.1");
-//! assert_eq!(LlmRequest::max_output_tokens(&request), Some(100));
+//! use chatstack_middleware::{ChatRequest, Message};
+//! use chatstack_middleware::auth::{ApiKey, AuthLayer};
+//! use chatstack_middleware::budget::BudgetLayer;
+//! use chatstack_middleware::circuit_breaker::CircuitBreakerLayer;
+//! use chatstack_middleware::cost::{CostLayer, CostLedger, ResponseCost, Usd};
+//! use chatstack_middleware::rate_limit::{RateLimitConfig, RateLimitLayer};
+//! use chatstack_middleware::retry::RetryLayer;
+//! use chatstack_middleware::timeout::TimeoutLayer;
+//! use chatstack_middleware::trace::TraceLayer;
+//! use chatstack_mock::{MockConfig, MockServer};
+//! use chatstack_transport::HttpTransport;
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mock = MockServer::start(MockConfig::default().api_key("sk-example")).await?;
+//! let transport = HttpTransport::builder().base_url(mock.url()).build()?;
+//! let ledger = CostLedger::new();
+//!
+//! let stack = ServiceBuilder::new()
+//!     .layer(TraceLayer::new())
+//!     .layer(BudgetLayer::new(Usd::from_dollars(5)))
+//!     .layer(CostLayer::new(ledger.clone()))
+//!     .layer(RetryLayer::new())
+//!     .layer(CircuitBreakerLayer::default())
+//!     .layer(RateLimitLayer::new(
+//!         RateLimitConfig::default().requests_per_minute(500).tokens_per_minute(200_000),
+//!     ))
+//!     .layer(TimeoutLayer::new().total(Duration::from_secs(60)))
+//!     .layer(AuthLayer::new(ApiKey::new("sk-example")?))
+//!     .service(transport);
+//!
+//! let request = ChatRequest::new("gpt-4.1", [Message::user("Hello")]).max_completion_tokens(64);
+//! let response = stack.oneshot(request).await?;
+//! let cost = ResponseCost::of(&response.meta).expect("priced");
+//! assert!(cost.cost > Usd::from_nanos(0));
+//! assert_eq!(ledger.snapshot().total.requests, 1);
+//! # Ok(())
+//! # }
 //! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

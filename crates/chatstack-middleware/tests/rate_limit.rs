@@ -1,16 +1,18 @@
 //! The rate limiter: alone over `service_fn`s on tokio's paused clock (saturation over five
-//! simulated minutes, refusals, deadlines, fairness, cancellation, reconciliation, the
-//! provider's signals, keys and clones), and over real loopback HTTP through `HttpTransport`
-//! against chatstack-mock (real time, short waits).
+//! simulated minutes, requests larger than the burst, refusals, deadlines, fairness,
+//! cancellation, reconciliation, the provider's signals, keys and clones, events), and over
+//! real loopback HTTP through `HttpTransport` against chatstack-mock (real time, short
+//! waits).
 #![cfg(feature = "rate-limit")]
 
+mod capture;
 mod support;
 
-use std::fmt::{self, Write as _};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
+use capture::Capture;
 use chatstack_middleware::rate_limit::{
     Quota, RateLimit, RateLimitConfig, RateLimitLayer, RateLimitRefused, Reconcile, RefusalReason,
     SlowDown,
@@ -172,8 +174,9 @@ fn per_minute(
         .collect()
 }
 
-/// Checks a five-minute run against `quota` and returns the fraction of the quota achieved.
-fn check_saturation(
+/// Checks that no window of a five-minute run passes `quota` and returns the fraction of
+/// the quota achieved.
+fn check_window(
     what: &str,
     admitted: &[Admitted],
     start: Instant,
@@ -194,8 +197,35 @@ fn check_saturation(
     );
     assert!(busiest <= quota, "{what}: a window passed the quota");
     assert!(minutes.iter().all(|&minute| minute <= quota));
+    achieved
+}
+
+/// [`check_window`], and the run reached 95 % of the quota.
+fn check_saturation(
+    what: &str,
+    admitted: &[Admitted],
+    start: Instant,
+    quota: u32,
+    weight: fn(&Admitted) -> u64,
+) -> f64 {
+    let achieved = check_window(what, admitted, start, quota, weight);
     assert!(achieved >= 0.95, "{what}: only {:.1}%", achieved * 100.0);
     achieved
+}
+
+/// A quota's emission interval (as the limiter computes it): a minute over its steady rate,
+/// rounded up to the nanosecond.
+fn interval_of(quota: Quota) -> Duration {
+    Duration::from_nanos(60_000_000_000_u64.div_ceil(u64::from(quota.steady_per_minute())))
+}
+
+/// Checks that `elapsed` is `expected` on the paused clock, whose timers fire on the
+/// millisecond: at it or after, by less than a millisecond.
+fn assert_waited(elapsed: Duration, expected: Duration, what: &str) {
+    assert!(
+        elapsed >= expected && elapsed < expected + Duration::from_millis(1),
+        "{what}: waited {elapsed:?}, expected {expected:?}"
+    );
 }
 
 // Saturation: more demand than quota, for five simulated minutes.
@@ -273,40 +303,309 @@ async fn with_reconciliation_the_tokens_used_never_pass_the_quota_and_reach_95_p
     assert!(status.tokens_credited > 0, "{status:?}");
 }
 
+/// A number from `client` and `n`, spread evenly (splitmix64).
+fn spread(client: usize, n: usize) -> u64 {
+    let mut x = (client as u64) << 32 ^ n as u64;
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+#[tokio::test(start_paused = true)]
+async fn tokens_at_saturation_with_requests_larger_than_the_burst_never_pass_the_quota() {
+    // 60,000 tokens a minute with the default burst (3,000); one request in ten needs 30 % to
+    // 80 % of the quota (18,000 to 48,000 tokens: up to 16 bursts), the others 150 to 1,200;
+    // 30 clients whose calls take 1 s.
+    const QUOTA: u32 = 60_000;
+    let quota = Quota::per_minute(u64::from(QUOTA));
+    let burst = u64::from(quota.burst_size());
+    let provider = Provider::new(Duration::from_secs(1), 100);
+    let layer = RateLimitLayer::new(
+        RateLimitConfig::default()
+            .requests_per_minute(100_000)
+            .tokens(quota),
+    );
+    let service = layer.layer(provider.service());
+    let start = Instant::now();
+    saturate(&service, 30, 5 * MINUTE, |client, n| {
+        let x = spread(client, n);
+        if x % 10 == 0 {
+            ask("gpt-4.1", 0, 18_000 + (x >> 8) % 30_001)
+        } else {
+            ask(
+                "gpt-4.1",
+                50 + (x >> 8) as usize % 700,
+                100 + (x >> 20) % 5 * 100,
+            )
+        }
+    })
+    .await;
+    let admitted = provider.admitted();
+    let in_run: Vec<Admitted> = admitted
+        .iter()
+        .copied()
+        .filter(|a| a.at < start + 5 * MINUTE)
+        .collect();
+    let large: Vec<u64> = in_run
+        .iter()
+        .map(|a| a.charged)
+        .filter(|&charged| charged > burst)
+        .collect();
+    let tokens: u64 = in_run.iter().map(|a| a.charged).sum();
+    let large_tokens: u64 = large.iter().sum();
+    let excess: u64 = large.iter().map(|&charged| charged - burst).sum();
+    let achieved = check_window(
+        "tokens, with large requests",
+        &admitted,
+        start,
+        QUOTA,
+        |a| a.charged,
+    );
+    // Each request of n > burst tokens costs its excess n − burst: the limiter waits that
+    // long before it (so the minute before it stays within the quota) and after it (its
+    // debt, for the minute after). Nothing else is lost: the tokens admitted plus that
+    // price reach the steady 95 %.
+    let with_price = (tokens + excess) as f64 / (5 * u64::from(QUOTA)) as f64;
+    eprintln!(
+        "{} of {} requests larger than the burst ({:.0}% of the tokens): achieved {:.1}% of \
+         the quota; with the price of their excess over the burst, {:.1}%",
+        large.len(),
+        in_run.len(),
+        large_tokens as f64 * 100.0 / tokens as f64,
+        achieved * 100.0,
+        with_price * 100.0,
+    );
+    assert!(large.len() >= 3, "large requests were admitted: {large:?}");
+    assert!(with_price >= 0.95, "{:.1}%", with_price * 100.0);
+}
+
 // Refusals.
 
 #[tokio::test(start_paused = true)]
-async fn a_request_larger_than_the_burst_fails_at_once_with_its_own_error() {
+async fn a_request_larger_than_the_quota_fails_at_once_and_one_of_exactly_the_quota_passes() {
     let script = Script::new([Step::ok()]);
-    let layer = RateLimitLayer::new(RateLimitConfig::default().tokens_per_minute(10_000));
+    // 10,000 tokens a minute, with the default burst of 500; charges stand (the script
+    // reports a usage of 15).
+    let quota = Quota::per_minute(10_000);
+    let layer = RateLimitLayer::new(
+        RateLimitConfig::default()
+            .tokens(quota)
+            .reconcile(Reconcile::Off),
+    );
     let mut service = layer.layer(script.service());
     let start = Instant::now();
 
-    // More than the whole quota: it could never pass.
     let error = send(&mut service, ask("m", 8, 12_000)).await.unwrap_err();
     assert_eq!(
         refusal(&error),
         RefusalReason::TooLarge {
             tokens: 12_008,
-            burst: 500
+            limit: 10_000
         }
     );
     assert_eq!(error.retry_after(), None, "no wait helps");
     assert!(error.to_string().contains("can never pass"), "{error}");
+    assert!(
+        error.to_string().contains("token quota of 10000 a minute"),
+        "says the quota: {error}"
+    );
     assert!(error.to_string().contains("`m`"), "names the key: {error}");
-    // More than the burst (500 of 10,000) is just as impossible.
-    let error = send(&mut service, ask("m", 1, 500)).await.unwrap_err();
-    assert!(matches!(
+    // One token more than the quota is just as impossible.
+    let error = send(&mut service, ask("m", 1, 10_000)).await.unwrap_err();
+    assert_eq!(
         refusal(&error),
-        RefusalReason::TooLarge { tokens: 501, .. }
-    ));
+        RefusalReason::TooLarge {
+            tokens: 10_001,
+            limit: 10_000
+        }
+    );
     assert_eq!(start.elapsed(), Duration::ZERO);
     assert_eq!(script.calls(), 0, "nothing reached the provider");
 
-    // Exactly the burst passes, at once.
-    send(&mut service, ask("m", 1, 499)).await.unwrap();
+    // Exactly the quota passes, here at once: nothing went before it.
+    send(&mut service, ask("m", 1, 9_999)).await.unwrap();
     assert_eq!(script.calls(), 1);
     assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(layer.status("m").unwrap().tokens_available, Some(0));
+    // Its debt keeps the rest of its minute empty: the next request, of 100 tokens, waits
+    // for the 9,500 tokens beyond the burst and its own 100 to refill.
+    send(&mut service, ask("m", 0, 100)).await.unwrap();
+    assert_waited(
+        start.elapsed(),
+        interval_of(quota) * 9_600,
+        "after the quota",
+    );
+    assert!(start.elapsed() > MINUTE);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_of_half_the_quota_waits_for_a_full_bucket_and_passes() {
+    let script = Script::new([Step::ok()]);
+    // 30,000 tokens a minute with the default burst (1,500): the request of 2,000 tokens that
+    // a burst-sized maximum refused, and one of 15,000.
+    let quota = Quota::per_minute(30_000);
+    assert_eq!(quota.burst_size(), 1_500);
+    let interval = interval_of(quota);
+    let layer = RateLimitLayer::new(
+        RateLimitConfig::default()
+            .tokens(quota)
+            .reconcile(Reconcile::Off),
+    );
+    let mut service = layer.layer(script.service());
+    send(&mut service, ask("m", 0, 2_000)).await.unwrap();
+    assert_eq!(script.calls(), 1, "admitted, not refused");
+
+    // The first 2,000 left 500 of debt. Half the quota waits for those 500 and the burst to
+    // refill (the bucket is full) and for its own 13,500 beyond the burst.
+    let start = Instant::now();
+    send(&mut service, ask("m", 0, 15_000)).await.unwrap();
+    assert_eq!(script.calls(), 2);
+    assert_waited(
+        start.elapsed(),
+        interval * (500 + 1_500 + 13_500),
+        "half the quota",
+    );
+    eprintln!(
+        "a request of half the quota (15,000 of 30,000 a minute, burst 1,500) after one of \
+         2,000 waited {:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_wait_of_a_request_larger_than_the_burst_counts_against_deadlines() {
+    let script = Script::new([Step::ok()]);
+    let quota = Quota::per_minute(30_000); // burst 1,500
+    let interval = interval_of(quota);
+    let layer = RateLimitLayer::new(
+        RateLimitConfig::default()
+            .tokens(quota)
+            .reconcile(Reconcile::Off),
+    );
+    let mut service = layer.layer(script.service());
+    send(&mut service, ask("m", 0, 1_500)).await.unwrap(); // empties the bucket
+    let start = Instant::now();
+
+    // Half the quota waits 1,500 + 13,500 intervals (31.6 s): a deadline of 30 s fails at once.
+    let wait = interval * 15_000;
+    let error = send(
+        &mut service,
+        with_deadline(ask("m", 0, 15_000), Duration::from_secs(30)),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        refusal(&error),
+        RefusalReason::PastDeadline {
+            wait,
+            left: Duration::from_secs(30)
+        }
+    );
+    assert_eq!(start.elapsed(), Duration::ZERO, "failed at once");
+
+    // With a deadline it meets, it waits and passes; a small request behind it, whose
+    // deadline (40 s) the large one's debt passes (its turn comes at 60.2 s), fails as soon
+    // as it is first in line, when the large one goes, not at its deadline.
+    let large = service
+        .ready()
+        .await
+        .unwrap()
+        .call(with_deadline(ask("m", 0, 15_000), Duration::from_secs(32)));
+    let small = service
+        .ready()
+        .await
+        .unwrap()
+        .call(with_deadline(ask("m", 0, 100), Duration::from_secs(40)));
+    assert_eq!(layer.status("m").unwrap().waiting, 2);
+    let small = async { (small.await, start.elapsed()) };
+    let (large, (small, refused_at)) = tokio::join!(large, small);
+    large.unwrap();
+    let error = small.unwrap_err();
+    let RefusalReason::PastDeadline { wait, .. } = refusal(&error) else {
+        panic!("{error:?}");
+    };
+    // The large one's debt (13,500) and the small one's own 100, less the burst.
+    assert_eq!(wait, interval * (13_500 + 100));
+    assert_waited(
+        refused_at,
+        interval * 15_000,
+        "refused when the large one went",
+    );
+    assert_eq!(script.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_debt_of_a_request_larger_than_the_burst_delays_the_next_one_exactly() {
+    // 6,000 a minute with a burst of 1,001: a steady 5,000 a minute, one token every 12 ms.
+    let provider = Provider::new(Duration::ZERO, 100);
+    let quota = Quota::per_minute(6_000).burst(1_001);
+    assert_eq!(interval_of(quota), Duration::from_millis(12));
+    let layer = RateLimitLayer::new(RateLimitConfig::default().tokens(quota));
+    let mut service = layer.layer(provider.service());
+    let start = Instant::now();
+
+    // 3,000 on a full bucket: at once, the whole burst taken and 1,999 owed.
+    send(&mut service, ask("m", 0, 3_000)).await.unwrap();
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(layer.status("m").unwrap().tokens_available, Some(0));
+    // The next, of 100, waits for the debt and its own 100 beyond the empty burst:
+    // (1,999 + 100) × 12 ms.
+    send(&mut service, ask("m", 0, 100)).await.unwrap();
+    assert_eq!(start.elapsed(), Duration::from_millis(2_099 * 12));
+    // And the one after it, of 100, the interval of its 100 tokens.
+    send(&mut service, ask("m", 0, 100)).await.unwrap();
+    assert_eq!(start.elapsed(), Duration::from_millis(2_199 * 12));
+    let charges: Vec<u64> = provider.admitted().iter().map(|a| a.charged).collect();
+    assert_eq!(charges, [3_000, 100, 100]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_steady_traffic_a_large_request_keeps_the_minute_before_it_within_the_quota() {
+    // 6,000 a minute, burst 1,001, one token every 12 ms. A client sends 99 tokens every
+    // 1.2 s, just under the refill rate: each leaves the bucket full again 12 ms before the
+    // next. After a minute of it (4,950 tokens), a request of 3,000 arrives on a full bucket:
+    // admitted then, it would make 7,950 in the minute ending with it. It waits until its
+    // 1,999 beyond the burst have refilled as well; its debt then holds the client back.
+    let provider = Provider::new(Duration::ZERO, 100);
+    let quota = Quota::per_minute(6_000).burst(1_001);
+    let layer = RateLimitLayer::new(RateLimitConfig::default().tokens(quota));
+    let service = layer.layer(provider.service());
+    let start = Instant::now();
+    let steady = {
+        let mut service = service.clone();
+        async move {
+            let mut next = start;
+            while next < start + 3 * MINUTE {
+                tokio::time::sleep_until(next).await;
+                send(&mut service, ask("m", 0, 99)).await.unwrap();
+                next += Duration::from_millis(1_200);
+            }
+        }
+    };
+    let large = {
+        let mut service = service.clone();
+        let layer = layer.clone();
+        async move {
+            // 1,190 ms after the client's send at 60 s, whose 99 tokens refilled at 1,188.
+            tokio::time::sleep_until(start + MINUTE + Duration::from_millis(1_190)).await;
+            let available = layer.status("m").unwrap().tokens_available;
+            let arrived = Instant::now();
+            send(&mut service, ask("m", 0, 3_000)).await.unwrap();
+            (available, arrived.elapsed())
+        }
+    };
+    let ((), (available, waited)) = tokio::join!(steady, large);
+    assert_eq!(available, Some(1_001), "the bucket was full");
+    // 1,999 × 12 ms from the moment the bucket was full (2 ms before it arrived).
+    assert_eq!(waited, Duration::from_millis(1_999 * 12 - 2));
+    let admitted = provider.admitted();
+    let busiest = busiest_window(&admitted, |a| a.charged);
+    eprintln!(
+        "a request of 3,000 after a minute at nearly the refill rate, on a full bucket, \
+         waited {waited:?}; busiest sliding 60 s window {busiest} of 6,000"
+    );
+    assert!(busiest <= 6_000, "{busiest}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -898,36 +1197,9 @@ async fn poll_ready_is_the_inner_services_and_a_waiting_call_keeps_the_ready_one
 
 // Events.
 
-/// A `tracing` subscriber that keeps each event's level and fields as text.
-#[derive(Clone, Default)]
-struct Events(Arc<Mutex<Vec<String>>>);
-
-impl tracing::Subscriber for Events {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        struct Fields(String);
-        impl tracing::field::Visit for Fields {
-            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
-                let _ = write!(self.0, "{}={:?} ", field.name(), value);
-            }
-        }
-        let mut fields = Fields(format!("{} ", event.metadata().level()));
-        event.record(&mut fields);
-        self.0.lock().unwrap().push(fields.0);
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-}
-
-/// Three requests a second apart (the second and third wait), the third answered 429.
-async fn wait_then_slow_down() {
+/// Three requests a second apart (the second and third wait), the third answered 429, then
+/// one larger than the token quota.
+async fn wait_slow_down_and_refuse() {
     let script = Script::new([
         Step::ok(),
         Step::ok(),
@@ -944,40 +1216,43 @@ async fn wait_then_slow_down() {
     send(&mut service, ask("gpt-4.1", 10, 90))
         .await
         .unwrap_err();
+    send(&mut service, ask("gpt-4.1", 10, 100_000))
+        .await
+        .unwrap_err();
 }
 
 #[tokio::test(start_paused = true)]
-async fn each_wait_and_each_slow_down_is_a_tracing_event() {
-    let events = Events::default();
-    let _guard = tracing::subscriber::set_default(events.clone());
-    // Other tests hit the same callsites on other threads, without a subscriber; one that
-    // registers a callsite while this subscriber is being set up caches "never" for it.
-    // Once the callsites are registered (the warm-up), rebuilding the cache settles it.
-    wait_then_slow_down().await;
-    tracing::callsite::rebuild_interest_cache();
-    events.0.lock().unwrap().clear();
+async fn each_wait_slow_down_and_refusal_is_a_tracing_event() {
+    let capture = Capture::default();
+    let _installed = capture.install();
+    wait_slow_down_and_refuse().await;
+    let events = capture.events();
+    let named = |message: &str| -> Vec<_> {
+        events
+            .iter()
+            .filter(|event| event.field("message").is_some_and(|m| m.contains(message)))
+            .collect()
+    };
 
-    wait_then_slow_down().await;
-    let events = events.0.lock().unwrap().clone();
-    let waits: Vec<_> = events.iter().filter(|e| e.contains("waited")).collect();
+    let waits = named("rate limit: waited");
     assert_eq!(waits.len(), 2, "{events:#?}");
-    assert!(waits[0].starts_with("DEBUG "), "{}", waits[0]);
-    assert!(
-        waits[0].contains("key=gpt-4.1 cells=100 wait_ms=1000"),
-        "{}",
-        waits[0]
-    );
-    let slow_downs: Vec<_> = events
-        .iter()
-        .filter(|e| e.contains("slowing down"))
-        .collect();
+    assert_eq!(waits[0].level, tracing::Level::DEBUG);
+    assert_eq!(waits[0].field("key"), Some("gpt-4.1"));
+    assert_eq!(waits[0].field("cells"), Some("100"));
+    assert_eq!(waits[0].field("wait_ms"), Some("1000"));
+
+    let slow_downs = named("slowing down");
     assert_eq!(slow_downs.len(), 1, "{events:#?}");
-    assert!(slow_downs[0].starts_with("WARN "), "{}", slow_downs[0]);
-    assert!(
-        slow_downs[0].contains("key=gpt-4.1 pause_ms=5000 reason=\"provider answered 429\""),
-        "{}",
-        slow_downs[0]
-    );
+    assert_eq!(slow_downs[0].level, tracing::Level::WARN);
+    assert_eq!(slow_downs[0].field("key"), Some("gpt-4.1"));
+    assert_eq!(slow_downs[0].field("pause_ms"), Some("5000"));
+    assert_eq!(slow_downs[0].field("reason"), Some("provider answered 429"));
+
+    let refusals = named("larger than the quota");
+    assert_eq!(refusals.len(), 1, "{events:#?}");
+    assert_eq!(refusals[0].level, tracing::Level::INFO);
+    assert_eq!(refusals[0].field("tokens"), Some("100010"));
+    assert_eq!(refusals[0].field("limit"), Some("100000"));
 }
 
 // Over the wire: real sockets, real time, short waits.

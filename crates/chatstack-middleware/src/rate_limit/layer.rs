@@ -34,10 +34,17 @@ pub const DEFAULT_MAX_OUTPUT_TOKENS: u32 = 1024;
 /// `Quota::per_minute`, admits up to twice the quota in the minute after an idle spell: a
 /// provider counting by the minute answers 429.)
 ///
-/// The burst is therefore a trade: a larger one lets larger requests through (a request
-/// needing more tokens than the burst can never pass and is refused at once) and absorbs
-/// spikes, a smaller one brings the steady rate closer to the quota. The default is a
-/// twentieth of the quota ([`DEFAULT_BURST_DIVISOR`]): a steady 95 %.
+/// A request may need more cells than the burst, up to the whole quota: it then waits
+/// until the bucket is full and has stayed full for as long as its cells beyond the burst
+/// take to refill, takes the whole burst, and leaves those cells as debt that the requests
+/// after it wait out. Both halves are needed for the guarantee (the
+/// [module docs](super#what-it-guarantees) have the argument), so under saturation each
+/// such request costs its excess over the burst in throughput. Only a request needing more
+/// than the quota itself can never pass, and is refused at once.
+///
+/// The burst is therefore a trade: a larger one lets larger requests through at no cost and
+/// absorbs spikes, a smaller one brings the steady rate closer to the quota. The default is
+/// a twentieth of the quota ([`DEFAULT_BURST_DIVISOR`]): a steady 95 %.
 ///
 /// ```
 /// use chatstack_middleware::rate_limit::Quota;
@@ -69,8 +76,8 @@ impl Quota {
         }
     }
 
-    /// How many cells may go at once: the largest request the limiter can ever admit, and
-    /// what the steady rate gives up (see the [type docs](Self)). Clamped to
+    /// How many cells may go at once: the largest request the limiter admits without debt,
+    /// and what the steady rate gives up (see the [type docs](Self)). Clamped to
     /// `1..=per_minute`.
     pub fn burst(mut self, cells: u64) -> Self {
         self.burst = u32::try_from(cells)
@@ -79,12 +86,13 @@ impl Quota {
         self
     }
 
-    /// The quota: the most cells any 60-second window admits.
+    /// The quota: the most cells any 60-second window admits, and the largest request the
+    /// limiter can ever admit.
     pub fn limit(&self) -> u32 {
         self.per_minute
     }
 
-    /// The burst: the most cells admitted at once.
+    /// The burst: the most cells admitted at once without debt.
     pub fn burst_size(&self) -> u32 {
         self.burst
     }
@@ -289,7 +297,9 @@ impl RateLimitConfig {
         self.tokens(Quota::per_minute(tokens))
     }
 
-    /// Limits tokens with this quota; its burst is the largest request that can pass.
+    /// Limits tokens with this quota; a request needing more than its
+    /// [limit](Quota::limit) is refused, one needing more than its burst waits longer (see
+    /// [`Quota`]).
     pub fn tokens(mut self, quota: Quota) -> Self {
         self.tokens = Some(quota);
         self

@@ -12,13 +12,15 @@ use chatstack_proto::{Error, ErrorKind};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RefusalReason {
-    /// The request needs more tokens than the token quota's burst: no wait would ever let it
-    /// through. The error has no `retry_after`.
+    /// The request needs more tokens than the whole token quota admits in a minute: no
+    /// wait would ever let it through. (A request larger than the quota's burst but within
+    /// the quota waits for its turn instead.) The error has no `retry_after`.
     TooLarge {
         /// The tokens the request would be charged (prompt plus output cap).
         tokens: u64,
-        /// The most tokens the limiter admits at once.
-        burst: u32,
+        /// The token quota: the most tokens any 60-second window admits
+        /// ([`Quota::limit`](super::Quota::limit)).
+        limit: u32,
     },
     /// The wait for the quota (or for a pause the provider asked for) would pass the
     /// request's [`deadline`](chatstack_proto::RequestMeta::deadline). The error's
@@ -43,8 +45,8 @@ pub enum RefusalReason {
 /// # fn check(error: &chatstack_middleware::Error) {
 /// if let Some(refused) = RateLimitRefused::find(error) {
 ///     match refused.reason() {
-///         RefusalReason::TooLarge { tokens, burst } => {
-///             eprintln!("{tokens} tokens can never pass a burst of {burst}: split the request");
+///         RefusalReason::TooLarge { tokens, limit } => {
+///             eprintln!("{tokens} tokens can never pass a quota of {limit} a minute: split it");
 ///         }
 ///         RefusalReason::PastDeadline { wait, .. } => eprintln!("would have waited {wait:?}"),
 ///         _ => {}
@@ -89,11 +91,11 @@ impl RateLimitRefused {
 impl fmt::Display for RateLimitRefused {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.reason {
-            RefusalReason::TooLarge { tokens, burst } => write!(
+            RefusalReason::TooLarge { tokens, limit } => write!(
                 f,
-                "rate limit `{}`: the request needs {tokens} tokens, more than the {burst} the \
-                 limiter admits at once, so it can never pass (raise the token quota's burst, \
-                 or lower the request's max tokens)",
+                "rate limit `{}`: the request needs {tokens} tokens, more than the token quota \
+                 of {limit} a minute, so it can never pass (raise the token quota, or lower \
+                 the request's max tokens)",
                 self.key
             ),
             RefusalReason::PastDeadline { wait, left } => write!(
@@ -118,13 +120,19 @@ mod tests {
             Arc::from("gpt-4.1"),
             RefusalReason::TooLarge {
                 tokens: 5000,
-                burst: 3000,
+                limit: 3000,
             },
         );
         assert_eq!(too_large.kind(), ErrorKind::RateLimitWait);
         assert_eq!(too_large.retry_after(), None);
         assert!(
             too_large.to_string().contains("can never pass"),
+            "{too_large}"
+        );
+        assert!(
+            too_large
+                .to_string()
+                .contains("token quota of 3000 a minute"),
             "{too_large}"
         );
         let mark = RateLimitRefused::find(&too_large).unwrap();

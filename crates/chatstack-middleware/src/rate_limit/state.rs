@@ -128,7 +128,14 @@ impl Bucket {
 
     /// Takes `cells` at `now` (the time the key's clock was set to), or says how long until
     /// they could be taken.
+    ///
+    /// Up to the burst, that is governor's GCRA test: `tat + cells × T ≤ now + burst × T`.
+    /// Beyond it, the same test, which governor refuses to make (its bucket cannot hold the
+    /// cells), is made [here](Self::take_beyond_burst).
     fn take(&self, cells: NonZeroU32, now: u64) -> Result<(), Duration> {
+        if cells.get() > self.quota.burst_size() {
+            return self.take_beyond_burst(cells.get(), now);
+        }
         let decision = if cells == NonZeroU32::MIN {
             Ok(self.gcra.check())
         } else {
@@ -137,14 +144,52 @@ impl Bucket {
         match decision {
             Ok(Ok(())) => Ok(()),
             Ok(Err(not_until)) => Err(not_until.wait_time_from(Nanos::from(now))),
-            // The service refuses requests above the burst before they reach a bucket; were
-            // one to get here, it would wait a whole refill and try again.
-            Err(_) => Err(Duration::from_nanos(self.capacity())),
+            // Within the burst, governor always has the capacity.
+            Err(_) => self.take_beyond_burst(cells.get(), now),
         }
     }
 
+    /// Takes more cells than the burst: once the bucket is full **and** has stayed full for
+    /// as long as the cells beyond the burst take to refill (`tat + (cells − burst) × T ≤
+    /// now`: the GCRA test, `tat + cells × T ≤ now + burst × T`, for a bucket deeper than
+    /// this one), it takes the whole burst and [owes](Self::owe) the rest, which holds back
+    /// the requests after it for as long again. The wait before keeps the minute *before*
+    /// the request within the quota, the debt after the minute *after* it; the module docs
+    /// (`What it guarantees`) have the argument. A bucket never charged has no past to wait
+    /// for.
+    fn take_beyond_burst(&self, cells: u32, now: u64) -> Result<(), Duration> {
+        let tat = self.tat.get();
+        if tat != 0 {
+            let beyond = u64::from(cells.saturating_sub(self.quota.burst_size()));
+            let earliest = tat.saturating_add(beyond.saturating_mul(self.interval));
+            if earliest > now {
+                return Err(Duration::from_nanos(earliest - now));
+            }
+        }
+        // The bucket is full (`tat ≤ now`): owing all the cells is taking the whole burst
+        // and owing the rest.
+        self.owe(u64::from(cells), now);
+        Ok(())
+    }
+
+    /// Charges `cells` at `now` whether or not the bucket holds them: what it lacks becomes
+    /// debt (the theoretical arrival time goes past `now + burst × T`), which later
+    /// admissions wait out. Both a request larger than the burst and a response that used
+    /// more than it was charged are charged this way.
+    fn owe(&self, cells: u64, now: u64) {
+        let tat = self
+            .tat
+            .get()
+            .max(now)
+            .saturating_add(cells.saturating_mul(self.interval));
+        self.tat.set(tat);
+    }
+
     /// A lower bound of the wait until `cells` in all could have been taken, one request
-    /// after the other: the GCRA's earliest time for taking them at once.
+    /// after the other: the GCRA's earliest time for taking them at once. (Each admission
+    /// moves the TAT on by at least its cells, and the last one needs `tat + cells × T ≤
+    /// now + burst × T`, whether or not it is larger than the burst. For a bucket never
+    /// charged that holds once there are two requests or more, as in the queue.)
     fn wait_for(&self, cells: u64, now: u64) -> Duration {
         let earliest = self
             .tat
@@ -527,14 +572,16 @@ impl KeyLimiter {
     }
 
     /// Admits a request of `tokens` at once if it may go now and nobody waits; else queues it,
-    /// unless it can never pass or would pass its deadline.
+    /// unless it can never pass (more tokens than the whole quota) or would pass its
+    /// deadline. A request larger than the burst but within the quota is admitted like any
+    /// other, once its bucket allows it (see [`Bucket::take_beyond_burst`]).
     pub(crate) fn start(self: &Arc<Self>, tokens: u64, deadline: Option<Instant>) -> Start {
         let tokens = match &self.tokens {
-            Some(bucket) if tokens > u64::from(bucket.quota.burst_size()) => {
-                let burst = bucket.quota.burst_size();
-                return Start::Refused(self.refuse(RefusalReason::TooLarge { tokens, burst }));
+            Some(bucket) if tokens > u64::from(bucket.quota.limit()) => {
+                let limit = bucket.quota.limit();
+                return Start::Refused(self.refuse(RefusalReason::TooLarge { tokens, limit }));
             }
-            // Within the burst, so within u32.
+            // Within the quota, so within u32.
             _ => u32::try_from(tokens).unwrap_or(u32::MAX),
         };
         let mut now = LazyNow(None);
@@ -649,8 +696,8 @@ impl KeyLimiter {
 
     fn refuse(&self, reason: RefusalReason) -> Error {
         match reason {
-            RefusalReason::TooLarge { tokens, burst } => tracing::info!(
-                key = %self.key, tokens, burst, "rate limit: request larger than the burst refused"
+            RefusalReason::TooLarge { tokens, limit } => tracing::info!(
+                key = %self.key, tokens, limit, "rate limit: request larger than the quota refused"
             ),
             RefusalReason::PastDeadline { wait, left } => tracing::info!(
                 key = %self.key,
@@ -696,10 +743,7 @@ impl KeyLimiter {
             let mut state = self.lock();
             let now = self.nanos_since_origin(Instant::now());
             let before = bucket.tat.get();
-            let after = before
-                .max(now)
-                .saturating_add(under.saturating_mul(bucket.interval));
-            bucket.tat.set(after);
+            bucket.owe(under, now);
             state.seq += 1;
             let seq = state.seq;
             state.slack.record(seq, before.saturating_sub(now));
@@ -997,6 +1041,91 @@ mod tests {
         assert_eq!(
             log.least_since(SLACK_LOG_CAPACITY as u64),
             10 * (SLACK_LOG_CAPACITY as u64 + 1)
+        );
+    }
+
+    /// Admits `sizes` one after the other on a bucket of `quota`, each at the earliest time
+    /// the bucket allows after an idle spell of `idle(i)` nanoseconds; the admissions.
+    fn admit_all(quota: Quota, sizes: &[u32], idle: impl Fn(usize) -> u64) -> Vec<(u64, u64)> {
+        let clock = DecisionClock::default();
+        let bucket = Bucket::new(quota, clock.clone());
+        let mut now = 0;
+        let mut admitted = Vec::new();
+        for (i, &cells) in sizes.iter().enumerate() {
+            now += idle(i);
+            let cells = NonZeroU32::new(cells).unwrap();
+            loop {
+                clock.set(now);
+                match bucket.take(cells, now) {
+                    Ok(()) => break,
+                    Err(wait) => now += u64::try_from(wait.as_nanos()).unwrap().max(1),
+                }
+            }
+            admitted.push((now, u64::from(cells.get())));
+        }
+        admitted
+    }
+
+    /// The most cells any window `[s, s + 60 s)` holds.
+    fn busiest_minute(admitted: &[(u64, u64)]) -> u64 {
+        const MINUTE: u64 = 60_000_000_000;
+        (0..admitted.len())
+            .map(|first| {
+                let start = admitted[first].0;
+                admitted[first..]
+                    .iter()
+                    .take_while(|&&(at, _)| at < start + MINUTE)
+                    .map(|&(_, cells)| cells)
+                    .sum()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn requests_larger_than_the_burst_never_let_a_window_pass_the_quota() {
+        // Sizes from 1 to the whole quota, some idle spells, a small burst.
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for (limit, burst) in [(50, 5), (600, 30), (1_000, 999), (7, 1)] {
+            let quota = Quota::per_minute(limit).burst(burst);
+            let sizes: Vec<u32> = (0..400)
+                .map(|_| match next() % 4 {
+                    0 => 1 + (next() % limit) as u32,
+                    _ => 1 + (next() % burst) as u32,
+                })
+                .collect();
+            let idles: Vec<u64> = (0..400)
+                .map(|_| match next() % 8 {
+                    0 => next() % 90_000_000_000,
+                    _ => 0,
+                })
+                .collect();
+            let admitted = admit_all(quota, &sizes, |i| idles[i]);
+            let busiest = busiest_minute(&admitted);
+            assert!(busiest <= limit, "{quota:?}: a window of {busiest}");
+        }
+    }
+
+    #[test]
+    fn a_request_larger_than_the_burst_waits_for_its_excess_and_leaves_it_as_debt() {
+        // 6,000 a minute, burst 1,001: one cell every 12 ms.
+        let quota = Quota::per_minute(6_000).burst(1_001);
+        const MS: u64 = 1_000_000;
+        // Never charged: the whole quota at once, and the next cell 5,000 cells later.
+        let admitted = admit_all(quota, &[6_000, 1], |_| 0);
+        assert_eq!(admitted, [(0, 6_000), (5_000 * 12 * MS, 1)]);
+        // After a cell, 3,000 wait for that cell and their 1,999 beyond the burst; the next
+        // 100 wait for those 1,999 and their own 100.
+        let admitted = admit_all(quota, &[1, 3_000, 100], |_| 0);
+        assert_eq!(
+            admitted,
+            [(0, 1), (2_000 * 12 * MS, 3_000), (4_099 * 12 * MS, 100)]
         );
     }
 
