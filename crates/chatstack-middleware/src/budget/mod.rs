@@ -99,7 +99,7 @@
 //!
 //! Per call: a hash lookup of the model, the worst-case arithmetic, one short-held lock to
 //! reserve and one to settle; a completion hook is allocated per response. The `budget`
-//! criterion bench measures it.
+//! group of `cargo bench -p chatstack-middleware --bench layers` measures it.
 
 mod future;
 mod layer;

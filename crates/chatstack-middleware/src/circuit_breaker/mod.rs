@@ -64,7 +64,7 @@
 //! an atomic load to admit a call to a closed circuit, and one short-held lock of the key's
 //! circuit to record the outcome. No allocation beyond what the response's own
 //! [`on_complete`](crate::LlmResponse::on_complete) takes (a boxed hook for a stream). The
-//! `circuit_breaker` criterion bench measures it against a no-op inner service.
+//! `circuit_breaker` group of `cargo bench -p chatstack-middleware --bench layers` measures it.
 //!
 //! # Example
 //!

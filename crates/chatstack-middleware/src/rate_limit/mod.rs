@@ -144,7 +144,8 @@
 //! (behind an `Arc`); limiters are made on a key's first call and kept. A request that goes
 //! at once costs a key lookup (each service clone remembers its last key), the token count,
 //! one short-held lock with a GCRA update per quota, and, when it completes, one more lock
-//! to reconcile. The `rate_limit` criterion bench measures it against a no-op service.
+//! to reconcile. The `rate_limit` group of `cargo bench -p chatstack-middleware --bench layers`
+//! measures it.
 //!
 //! # Example
 //!
