@@ -9,36 +9,27 @@
 //! cargo run --example quickstart
 //! ```
 
-use chatstack::middleware::auth::ApiKey;
+mod common;
+
 use chatstack::{ChatRequest, Client, Message, ResponseExt};
-use chatstack_mock::{MockConfig, MockServer};
+use chatstack_mock::MockConfig;
+use common::Target;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let has_key = std::env::var("OPENAI_API_KEY").is_ok_and(|key| !key.trim().is_empty());
+    run(Target::from_env()).await
+}
 
-    // Keep the mock alive for as long as the client talks to it.
-    let mut _mock = None;
-    let (client, model) = if has_key {
-        let model = std::env::var("CHATSTACK_MODEL").unwrap_or_else(|_| "gpt-4.1-mini".into());
-        (Client::from_env()?, model)
-    } else {
-        const MOCK_KEY: &str = "sk-mock-quickstart-0000";
-        let mock = MockServer::start(MockConfig::default().api_key(MOCK_KEY)).await?;
-        eprintln!(
-            "OPENAI_API_KEY is not set: using the built-in mock at {}",
-            mock.url()
-        );
-        let client = Client::builder()
-            .base_url(mock.url())
-            .api_key(ApiKey::new(MOCK_KEY)?)
-            .build()?;
-        _mock = Some(mock);
-        (client, "gpt-4.1".to_owned())
-    };
+async fn run(target: Target) -> Result<(), Box<dyn std::error::Error>> {
+    // The mock, if any, lives as long as `upstream`.
+    let upstream = target.connect(MockConfig::default()).await?;
+    let client = Client::builder()
+        .base_url(upstream.base_url.as_str())
+        .api_key(upstream.key()?)
+        .build()?;
 
     let request = ChatRequest::new(
-        model,
+        upstream.model.as_str(),
         [
             Message::system("You are a concise assistant."),
             Message::user("In one sentence: why put retries in one place only?"),
@@ -62,4 +53,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         response.meta.latency,
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn runs_against_the_mock() {
+        run(Target::Mock).await.unwrap();
+    }
 }

@@ -612,3 +612,19 @@ fn from_env_child_without_key() {
     assert!(error.to_string().contains("OPENAI_API_KEY"), "{error}");
     assert!(error.to_string().contains("not set"), "{error}");
 }
+
+#[tokio::test]
+async fn the_client_runs_batches_through_its_stack() {
+    use futures_util::StreamExt;
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    let client = Client::builder().base_url(mock.url()).build().unwrap();
+    let requests = (0..20).map(|i| ChatRequest::new("gpt-4.1", [Message::user(format!("q{i}"))]));
+    let items: Vec<_> = client.batch(requests, 4).in_order().collect().await;
+    assert_eq!(items.len(), 20);
+    for (index, item) in items.iter().enumerate() {
+        assert_eq!(item.index, index as u64);
+        assert!(item.result.is_ok());
+    }
+    assert_eq!(client.ledger().snapshot().total.requests, 20);
+    assert_eq!(mock.counters().total(), 20);
+}

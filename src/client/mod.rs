@@ -15,6 +15,7 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
 
+use crate::batch::Batch;
 use chatstack_middleware::budget::{BudgetLayer, BudgetSnapshot};
 use chatstack_middleware::circuit_breaker::{CircuitBreakerLayer, CircuitState};
 use chatstack_middleware::cost::CostLedger;
@@ -168,6 +169,30 @@ impl Client {
     ) -> Result<ChatCompletionStream, Error> {
         let stream = self.stream_service().oneshot(request.into()).await?;
         Ok(ChatCompletionStream::new(stream))
+    }
+
+    /// Runs `requests` through the client, at most `concurrency` at a time: see
+    /// [`crate::batch`]. The requests are pulled lazily (never collected up front), the
+    /// results come in completion order tagged with their input index (`.in_order()`
+    /// restores input order), every request yields exactly one item, and dropping the batch
+    /// cancels what is in flight.
+    pub fn batch<I>(
+        &self,
+        requests: I,
+        concurrency: usize,
+    ) -> Batch<ChatService, futures_util::stream::Iter<I::IntoIter>>
+    where
+        I: IntoIterator<Item = ChatRequest>,
+    {
+        crate::batch::batch(self.service(), requests, concurrency)
+    }
+
+    /// Like [`batch`](Self::batch), for requests that arrive as a stream.
+    pub fn batch_stream<St>(&self, requests: St, concurrency: usize) -> Batch<ChatService, St>
+    where
+        St: futures_core::Stream<Item = ChatRequest>,
+    {
+        crate::batch::batch_stream(self.service(), requests, concurrency)
     }
 
     /// The unary stack, as a tower service (a clone: cheap, and sharing the client's state).
