@@ -83,6 +83,8 @@ pub mod circuit_breaker;
 pub mod cost;
 #[cfg(feature = "fallback")]
 pub mod fallback;
+#[cfg(any(feature = "circuit-breaker", feature = "rate-limit"))]
+mod keyed;
 #[cfg(feature = "rate-limit")]
 pub mod rate_limit;
 #[cfg(feature = "retry")]

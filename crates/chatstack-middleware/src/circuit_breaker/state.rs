@@ -2,15 +2,16 @@
 //! of circuits by key.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use chatstack_proto::{Completion, Error, ErrorKind, LlmRequest};
 use tokio::time::{Duration, Instant};
 
 use super::layer::CircuitBreakerConfig;
+use crate::keyed::KeyedMap;
 
 /// The state of one circuit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -157,14 +158,14 @@ impl fmt::Debug for Settings {
 /// The circuits of one breaker, by key. Circuits are made on first use and kept.
 pub(crate) struct Circuits {
     settings: Arc<Settings>,
-    by_key: RwLock<HashMap<Arc<str>, Arc<Circuit>>>,
+    by_key: KeyedMap<Circuit>,
 }
 
 impl Circuits {
     pub(crate) fn new(settings: Settings) -> Self {
         Self {
             settings: Arc::new(settings),
-            by_key: RwLock::default(),
+            by_key: KeyedMap::default(),
         }
     }
 
@@ -174,27 +175,15 @@ impl Circuits {
 
     /// The circuit of `key`, made if new. Allocates only when the key is new.
     pub(crate) fn circuit(&self, key: &str) -> Arc<Circuit> {
-        if let Some(circuit) = self.read().get(key) {
-            return Arc::clone(circuit);
-        }
-        let mut by_key = self.by_key.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(circuit) = by_key.get(key) {
-            return Arc::clone(circuit);
-        }
-        let key: Arc<str> = Arc::from(key);
-        let circuit = Arc::new(Circuit::new(Arc::clone(&key), Arc::clone(&self.settings)));
-        by_key.insert(key, Arc::clone(&circuit));
-        circuit
+        self.by_key
+            .get_or_insert_with(key, |key| Circuit::new(key, Arc::clone(&self.settings)))
     }
 
     /// The state of `key`'s circuit; [`CircuitState::Closed`] for a key never used.
     pub(crate) fn state(&self, key: &str) -> CircuitState {
-        let circuit = self.read().get(key).map(Arc::clone);
-        circuit.map_or(CircuitState::Closed, |circuit| circuit.state())
-    }
-
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Arc<str>, Arc<Circuit>>> {
-        self.by_key.read().unwrap_or_else(PoisonError::into_inner)
+        self.by_key
+            .get(key)
+            .map_or(CircuitState::Closed, |circuit| circuit.state())
     }
 }
 

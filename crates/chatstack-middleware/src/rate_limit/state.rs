@@ -10,11 +10,11 @@
 //! allow.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::num::{NonZeroU32, NonZeroU64};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::Waker;
 
 use chatstack_proto::{Error, LlmRequest, LlmResponse, RateLimitSnapshot, Usage};
@@ -28,6 +28,7 @@ use tokio::time::{Duration, Instant};
 use super::counter::TokenCounter;
 use super::layer::{PerKey, Quota, RateLimitConfig, Reconcile};
 use super::refused::{RateLimitRefused, RefusalReason};
+use crate::keyed::KeyedMap;
 
 /// governor's clock: the time of the decision being made, in nanoseconds since the key's
 /// origin on tokio's clock.
@@ -275,14 +276,14 @@ impl fmt::Debug for Settings {
 /// The limiters of one layer, by key. Limiters are made on first use and kept.
 pub(crate) struct Limiters {
     settings: Arc<Settings>,
-    by_key: RwLock<HashMap<Arc<str>, Arc<KeyLimiter>>>,
+    by_key: KeyedMap<KeyLimiter>,
 }
 
 impl Limiters {
     pub(crate) fn new(settings: Settings) -> Self {
         Self {
             settings: Arc::new(settings),
-            by_key: RwLock::default(),
+            by_key: KeyedMap::default(),
         }
     }
 
@@ -292,32 +293,19 @@ impl Limiters {
 
     /// The limiter of `key`, made if new. Allocates only when the key is new.
     pub(crate) fn limiter(&self, key: &str) -> Arc<KeyLimiter> {
-        if let Some(limiter) = self.read().get(key) {
-            return Arc::clone(limiter);
-        }
-        let mut by_key = self.by_key.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(limiter) = by_key.get(key) {
-            return Arc::clone(limiter);
-        }
-        let key: Arc<str> = Arc::from(key);
-        let config = self
-            .settings
-            .per_key
-            .get(&key)
-            .copied()
-            .unwrap_or(self.settings.config);
-        let limiter = Arc::new(KeyLimiter::new(Arc::clone(&key), config));
-        by_key.insert(key, Arc::clone(&limiter));
-        limiter
+        self.by_key.get_or_insert_with(key, |key| {
+            let config = self
+                .settings
+                .per_key
+                .get(&key)
+                .copied()
+                .unwrap_or(self.settings.config);
+            KeyLimiter::new(key, config)
+        })
     }
 
     pub(crate) fn status(&self, key: &str) -> Option<KeyStatus> {
-        let limiter = self.read().get(key).map(Arc::clone)?;
-        Some(limiter.status())
-    }
-
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Arc<str>, Arc<KeyLimiter>>> {
-        self.by_key.read().unwrap_or_else(PoisonError::into_inner)
+        self.by_key.get(key).map(|limiter| limiter.status())
     }
 }
 
