@@ -83,6 +83,13 @@ pub mod circuit_breaker;
 pub mod cost;
 #[cfg(feature = "fallback")]
 pub mod fallback;
+#[cfg(any(
+    feature = "auth",
+    feature = "budget",
+    feature = "circuit-breaker",
+    feature = "cost"
+))]
+mod guarded;
 #[cfg(any(feature = "circuit-breaker", feature = "rate-limit"))]
 mod keyed;
 #[cfg(feature = "rate-limit")]

@@ -4,12 +4,13 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use chatstack_proto::Error;
 use pin_project_lite::pin_project;
 
 use super::pool::{KeyPool, KeyTicket};
+use crate::guarded::{Guard, Guarded};
 
 pin_project! {
     /// The response future of [`Auth`](super::Auth): the inner call's future, with the key
@@ -19,34 +20,35 @@ pin_project! {
     /// rotation as the future completes.
     pub struct ResponseFuture<F> {
         #[pin]
-        kind: Kind<F>,
+        inner: Guarded<F, SentKey>,
     }
 }
 
-pin_project! {
-    #[project = KindProj]
-    enum Kind<F> {
-        Sent {
-            #[pin]
-            future: F,
-            key: Option<(Arc<KeyPool>, KeyTicket)>,
-        },
-        Refused {
-            error: Option<Error>,
-        },
+/// The pool key a request was sent with, if any: reported to its pool if the call fails.
+pub(crate) struct SentKey(Option<(Arc<KeyPool>, KeyTicket)>);
+
+impl<T> Guard<T> for SentKey {
+    fn succeeded(self, response: T) -> T {
+        response
+    }
+
+    fn failed(self, error: &Error) {
+        if let Some((pool, ticket)) = self.0 {
+            pool.report(ticket, error);
+        }
     }
 }
 
 impl<F> ResponseFuture<F> {
     pub(crate) fn sent(future: F, key: Option<(Arc<KeyPool>, KeyTicket)>) -> Self {
         Self {
-            kind: Kind::Sent { future, key },
+            inner: Guarded::admitted(future, SentKey(key)),
         }
     }
 
     pub(crate) fn refused(error: Error) -> Self {
         Self {
-            kind: Kind::Refused { error: Some(error) },
+            inner: Guarded::refused(error),
         }
     }
 }
@@ -58,26 +60,16 @@ where
     type Output = Result<T, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Sent { future, key } => {
-                let result = ready!(future.poll(cx));
-                if let (Err(error), Some((pool, ticket))) = (&result, key.take()) {
-                    pool.report(ticket, error);
-                }
-                Poll::Ready(result)
-            }
-            KindProj::Refused { error } => Poll::Ready(Err(error
-                .take()
-                .expect("ResponseFuture polled after completion"))),
-        }
+        self.project().inner.poll(cx)
     }
 }
 
 impl<F> fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match &self.kind {
-            Kind::Sent { .. } => "sent",
-            Kind::Refused { .. } => "refused",
+        let state = if self.inner.is_admitted() {
+            "sent"
+        } else {
+            "refused"
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)

@@ -4,7 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use chatstack_proto::{Completion, Error, LlmResponse};
 use pin_project_lite::pin_project;
@@ -12,6 +12,7 @@ use pin_project_lite::pin_project;
 use super::layer::Settings;
 use super::state::Reservation;
 use crate::cost::{CacheTtl, Requested, Usd};
+use crate::guarded::{Guard, Guarded};
 
 pin_project! {
     /// The response future of [`Budget`](super::Budget): the inner call's future holding the
@@ -22,21 +23,7 @@ pin_project! {
     /// stream: when it ends, fails or is dropped).
     pub struct ResponseFuture<F> {
         #[pin]
-        kind: Kind<F>,
-    }
-}
-
-pin_project! {
-    #[project = KindProj]
-    enum Kind<F> {
-        Admitted {
-            #[pin]
-            future: F,
-            pending: Option<Pending>,
-        },
-        Refused {
-            error: Option<Error>,
-        },
+        inner: Guarded<F, Pending>,
     }
 }
 
@@ -84,19 +71,26 @@ impl Pending {
     }
 }
 
+impl<T: LlmResponse> Guard<T> for Pending {
+    fn succeeded(self, response: T) -> T {
+        response.on_complete(move |completion| self.settle(completion))
+    }
+
+    fn failed(self, _error: &Error) {
+        // Dropping the pending settlement gives the reservation back.
+    }
+}
+
 impl<F> ResponseFuture<F> {
     pub(crate) fn new(future: F, pending: Pending) -> Self {
         Self {
-            kind: Kind::Admitted {
-                future,
-                pending: Some(pending),
-            },
+            inner: Guarded::admitted(future, pending),
         }
     }
 
     pub(crate) fn refused(error: Error) -> Self {
         Self {
-            kind: Kind::Refused { error: Some(error) },
+            inner: Guarded::refused(error),
         }
     }
 }
@@ -109,30 +103,16 @@ where
     type Output = Result<T, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Admitted { future, pending } => {
-                let result = ready!(future.poll(cx));
-                // On an error, dropping the pending settlement gives the reservation back.
-                let pending = pending.take();
-                Poll::Ready(result.map(|response| match pending {
-                    Some(pending) => {
-                        response.on_complete(move |completion| pending.settle(completion))
-                    }
-                    None => response,
-                }))
-            }
-            KindProj::Refused { error } => Poll::Ready(Err(error
-                .take()
-                .expect("ResponseFuture polled after completion"))),
-        }
+        self.project().inner.poll(cx)
     }
 }
 
 impl<F> fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match &self.kind {
-            Kind::Admitted { .. } => "admitted",
-            Kind::Refused { .. } => "refused",
+        let state = if self.inner.is_admitted() {
+            "admitted"
+        } else {
+            "refused"
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)

@@ -3,12 +3,13 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use chatstack_proto::{Error, LlmResponse};
 use pin_project_lite::pin_project;
 
 use super::state::Permit;
+use crate::guarded::{Guard, Guarded};
 
 pin_project! {
     /// The response future of [`CircuitBreaker`](super::CircuitBreaker): the inner call's
@@ -19,37 +20,30 @@ pin_project! {
     /// (or the stream) before then records nothing and gives a half-open probe's slot back.
     pub struct ResponseFuture<F> {
         #[pin]
-        kind: Kind<F>,
+        inner: Guarded<F, Permit>,
     }
 }
 
-pin_project! {
-    #[project = KindProj]
-    enum Kind<F> {
-        Admitted {
-            #[pin]
-            future: F,
-            permit: Option<Permit>,
-        },
-        Rejected {
-            error: Option<Error>,
-        },
+impl<T: LlmResponse> Guard<T> for Permit {
+    fn succeeded(self, response: T) -> T {
+        response.on_complete(move |completion| self.record_completion(completion))
+    }
+
+    fn failed(self, error: &Error) {
+        self.record_error(error);
     }
 }
 
 impl<F> ResponseFuture<F> {
     pub(crate) fn admitted(future: F, permit: Permit) -> Self {
         Self {
-            kind: Kind::Admitted {
-                future,
-                permit: Some(permit),
-            },
+            inner: Guarded::admitted(future, permit),
         }
     }
 
     pub(crate) fn rejected(error: Error) -> Self {
         Self {
-            kind: Kind::Rejected { error: Some(error) },
+            inner: Guarded::refused(error),
         }
     }
 }
@@ -62,33 +56,16 @@ where
     type Output = Result<T, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Admitted { future, permit } => {
-                let result = ready!(future.poll(cx));
-                let Some(permit) = permit.take() else {
-                    return Poll::Ready(result);
-                };
-                Poll::Ready(match result {
-                    Ok(response) => Ok(response
-                        .on_complete(move |completion| permit.record_completion(completion))),
-                    Err(error) => {
-                        permit.record_error(&error);
-                        Err(error)
-                    }
-                })
-            }
-            KindProj::Rejected { error } => Poll::Ready(Err(error
-                .take()
-                .expect("ResponseFuture polled after completion"))),
-        }
+        self.project().inner.poll(cx)
     }
 }
 
 impl<F> fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match &self.kind {
-            Kind::Admitted { .. } => "admitted",
-            Kind::Rejected { .. } => "rejected",
+        let state = if self.inner.is_admitted() {
+            "admitted"
+        } else {
+            "rejected"
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)

@@ -4,7 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use chatstack_proto::{Error, LlmResponse};
 use pin_project_lite::pin_project;
@@ -12,6 +12,7 @@ use pin_project_lite::pin_project;
 use super::layer::Settings;
 use super::price::CacheTtl;
 use super::pricing::{Requested, StreamCost};
+use crate::guarded::{Guard, Guarded};
 
 pin_project! {
     /// The response future of [`Cost`](super::Cost): the inner call's future, and what is
@@ -19,21 +20,7 @@ pin_project! {
     /// [`UnknownModel::Error`](super::UnknownModel::Error).
     pub struct ResponseFuture<F> {
         #[pin]
-        kind: Kind<F>,
-    }
-}
-
-pin_project! {
-    #[project = KindProj]
-    enum Kind<F> {
-        Called {
-            #[pin]
-            future: F,
-            pending: Option<Pending>,
-        },
-        Refused {
-            error: Option<Error>,
-        },
+        inner: Guarded<F, Pending>,
     }
 }
 
@@ -45,19 +32,26 @@ pub(crate) struct Pending {
     pub(crate) tag: Option<String>,
 }
 
+impl<T: LlmResponse> Guard<T> for Pending {
+    fn succeeded(self, response: T) -> T {
+        attach(response, self)
+    }
+
+    fn failed(self, _error: &Error) {
+        // A failed call costs nothing: there is no response to price.
+    }
+}
+
 impl<F> ResponseFuture<F> {
     pub(crate) fn new(future: F, pending: Pending) -> Self {
         Self {
-            kind: Kind::Called {
-                future,
-                pending: Some(pending),
-            },
+            inner: Guarded::admitted(future, pending),
         }
     }
 
     pub(crate) fn refused(error: Error) -> Self {
         Self {
-            kind: Kind::Refused { error: Some(error) },
+            inner: Guarded::refused(error),
         }
     }
 }
@@ -70,18 +64,7 @@ where
     type Output = Result<T, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Called { future, pending } => {
-                let response = ready!(future.poll(cx))?;
-                let Some(pending) = pending.take() else {
-                    return Poll::Ready(Ok(response));
-                };
-                Poll::Ready(Ok(attach(response, pending)))
-            }
-            KindProj::Refused { error } => Poll::Ready(Err(error
-                .take()
-                .expect("ResponseFuture polled after completion"))),
-        }
+        self.project().inner.poll(cx)
     }
 }
 
@@ -119,9 +102,10 @@ fn attach<T: LlmResponse>(response: T, pending: Pending) -> T {
 
 impl<F> fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match &self.kind {
-            Kind::Called { .. } => "called",
-            Kind::Refused { .. } => "refused",
+        let state = if self.inner.is_admitted() {
+            "called"
+        } else {
+            "refused"
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)
