@@ -10,16 +10,14 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-use chatstack_middleware::auth::{ApiKey, Auth, AuthLayer, AuthScheme, KeySource};
-use chatstack_middleware::{
-    ChatRequest, ChatResponse, ChatStream, Error, ErrorKind, LlmRequest, Message, StreamRequest,
-};
+use chatstack_middleware::auth::{ApiKey, AuthLayer, AuthScheme, KeySource};
+use chatstack_middleware::{ChatRequest, Error, ErrorKind, LlmRequest, Message};
 use chatstack_mock::{MockConfig, MockServer};
 use chatstack_transport::HttpTransport;
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use secrecy::SecretString;
-use support::{Answer, Ask};
+use support::{Answer, Ask, chat, stream};
 use tower::{Layer, Service, ServiceExt};
 
 use capture::Capture;
@@ -134,26 +132,6 @@ async fn mock(config: MockConfig) -> (MockServer, HttpTransport) {
         .build()
         .unwrap();
     (server, transport)
-}
-
-async fn chat(
-    service: &mut Auth<HttpTransport>,
-    request: ChatRequest,
-) -> Result<ChatResponse, Error> {
-    ServiceExt::<ChatRequest>::ready(service)
-        .await?
-        .call(request)
-        .await
-}
-
-async fn stream(
-    service: &mut Auth<HttpTransport>,
-    request: ChatRequest,
-) -> Result<ChatStream, Error> {
-    ServiceExt::<StreamRequest>::ready(service)
-        .await?
-        .call(StreamRequest::from(request))
-        .await
 }
 
 fn with_header(mut request: ChatRequest, name: &'static str, value: &str) -> ChatRequest {

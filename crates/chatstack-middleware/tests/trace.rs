@@ -9,14 +9,14 @@ mod support;
 use std::time::Duration;
 
 use chatstack_middleware::trace::{Trace, TraceLayer};
-use chatstack_middleware::{ChatRequest, ChatResponse, ChatStream, Error, Message, StreamRequest};
+use chatstack_middleware::{ChatRequest, ChatStream, Error, Message, StreamRequest};
 use chatstack_mock::{MockConfig, MockServer};
 use chatstack_proto::{ChatChunk, ChunkChoice, Delta};
 use chatstack_transport::HttpTransport;
 use futures_util::StreamExt;
 use http::{HeaderValue, StatusCode};
-use support::{Answer, Ask, Script, Step};
-use tower::{Layer, Service, ServiceExt};
+use support::{Answer, Ask, Script, Step, chat, stream};
+use tower::{Layer, ServiceExt};
 
 use capture::{Capture, SpanRecord};
 
@@ -47,26 +47,6 @@ fn with_header(mut request: ChatRequest, name: &'static str, value: &str) -> Cha
         .headers
         .insert(name, HeaderValue::from_str(value).unwrap());
     request
-}
-
-async fn chat(
-    service: &mut Trace<HttpTransport>,
-    request: ChatRequest,
-) -> Result<ChatResponse, Error> {
-    ServiceExt::<ChatRequest>::ready(service)
-        .await?
-        .call(request)
-        .await
-}
-
-async fn stream(
-    service: &mut Trace<HttpTransport>,
-    request: ChatRequest,
-) -> Result<ChatStream, Error> {
-    ServiceExt::<StreamRequest>::ready(service)
-        .await?
-        .call(StreamRequest::from(request))
-        .await
 }
 
 /// The one `gen_ai.chat` span the test made.

@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, PoisonError, RwLock};
 
-use crate::fault::{FAULT_NAMES, Fault};
+use crate::fault::{FAULT_COUNT, FAULT_NAMES, Fault};
 
 /// The most distinct model names counted one by one; requests for further models are counted
 /// under [`OTHER_MODELS`], so a client cannot grow the map without bound.
@@ -38,7 +38,7 @@ struct Inner {
     total: AtomicU64,
     statuses: Box<[AtomicU64]>,
     models: RwLock<HashMap<String, AtomicU64>>,
-    faults: [AtomicU64; FAULT_NAMES.len()],
+    faults: [AtomicU64; FAULT_COUNT],
     resets: AtomicU64,
     streams: AtomicU64,
     in_flight_requests: AtomicU64,

@@ -103,27 +103,11 @@ pub enum Fault {
     },
 }
 
+/// How many faults there are: the canonical names are the first entries of [`Fault::NAMES`].
+pub(crate) const FAULT_COUNT: usize = 18;
+
 /// The canonical fault names, in [`Fault::index`] order.
-pub(crate) const FAULT_NAMES: [&str; 18] = [
-    "rate_limit",
-    "rate_limit_date",
-    "rate_limit_ms",
-    "insufficient_quota",
-    "server_error",
-    "bad_gateway",
-    "unavailable",
-    "overloaded",
-    "unauthorized",
-    "context_length_exceeded",
-    "latency",
-    "slow_first_chunk",
-    "stall",
-    "mid_stream_error",
-    "reset",
-    "truncated",
-    "malformed_json",
-    "oversized",
-];
+pub(crate) const FAULT_NAMES: &[&str] = Fault::NAMES.split_at(FAULT_COUNT).0;
 
 impl Fault {
     /// Every fault name `FromStr` accepts, canonical names first, then aliases.

@@ -168,3 +168,41 @@ impl Script {
         })
     }
 }
+
+/// Sends a unary request through a service that answers both kinds of request.
+pub async fn chat<S>(
+    service: &mut S,
+    request: chatstack_proto::ChatRequest,
+) -> Result<chatstack_proto::ChatResponse, Error>
+where
+    S: tower::Service<
+            chatstack_proto::ChatRequest,
+            Response = chatstack_proto::ChatResponse,
+            Error = Error,
+        >,
+{
+    use tower::ServiceExt;
+    ServiceExt::<chatstack_proto::ChatRequest>::ready(service)
+        .await?
+        .call(request)
+        .await
+}
+
+/// Sends a streaming request through a service that answers both kinds of request.
+pub async fn stream<S>(
+    service: &mut S,
+    request: chatstack_proto::ChatRequest,
+) -> Result<chatstack_proto::ChatStream, Error>
+where
+    S: tower::Service<
+            chatstack_proto::StreamRequest,
+            Response = chatstack_proto::ChatStream,
+            Error = Error,
+        >,
+{
+    use tower::ServiceExt;
+    ServiceExt::<chatstack_proto::StreamRequest>::ready(service)
+        .await?
+        .call(chatstack_proto::StreamRequest::from(request))
+        .await
+}
