@@ -1,6 +1,11 @@
 //! Helpers for tolerant decoding: string enums with an `Other` arm, and fields that real
 //! servers send as `null`, `""` or the wrong JSON type.
 
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 /// Declares a string enum that serializes to its wire name and decodes any unknown string
@@ -64,6 +69,9 @@ pub(crate) use string_enum;
 
 /// Decodes an optional value, turning `null` into `None` and a value of the wrong shape into
 /// `None` as well. Used for fields where servers are known to send junk.
+///
+/// It buffers the value as a `serde_json::Value` first, so it parses twice: the per-chunk
+/// fields use [`lenient_text`] and [`lenient_struct`] instead, which decode in one pass.
 pub(crate) fn lenient_option<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
 where
     D: Deserializer<'de>,
@@ -112,4 +120,185 @@ where
     T: Deserialize<'de>,
 {
     Ok(Option::<Vec<T>>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+/// Decodes a string-valued field (text, or a string enum) in one pass: a string becomes
+/// `Some`, while `null` and a value of any other JSON type become `None`, skipped in place.
+pub(crate) fn lenient_text<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: for<'a> From<&'a str>,
+{
+    deserializer.deserialize_any(Lenient::<Text<T>>(PhantomData))
+}
+
+/// Decodes an object-valued field in one pass: an object decodes as `T`, while `null` and a
+/// value of any other JSON type give `T::default()`, skipped in place. Errors inside the
+/// object are `T`'s own, so its fields should be lenient themselves.
+pub(crate) fn lenient_struct<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    deserializer.deserialize_any(Lenient::<Object<T>>(PhantomData))
+}
+
+/// The JSON shape a lenient field takes, and its value for every other shape.
+trait Shape<'de> {
+    /// The decoded value.
+    type Value;
+
+    /// The value for `null` and for a JSON type the field does not take.
+    fn fallback() -> Self::Value;
+
+    /// Decodes a string; by default strings are not taken.
+    fn text(_: &str) -> Self::Value {
+        Self::fallback()
+    }
+
+    /// Decodes an object; by default objects are skipped.
+    fn object<A: MapAccess<'de>>(mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Self::fallback())
+    }
+}
+
+/// A string field: [`lenient_text`].
+struct Text<T>(PhantomData<T>);
+
+impl<'de, T: for<'a> From<&'a str>> Shape<'de> for Text<T> {
+    type Value = Option<T>;
+
+    fn fallback() -> Option<T> {
+        None
+    }
+
+    fn text(text: &str) -> Option<T> {
+        Some(T::from(text))
+    }
+}
+
+/// An object field: [`lenient_struct`].
+struct Object<T>(PhantomData<T>);
+
+impl<'de, T: Deserialize<'de> + Default> Shape<'de> for Object<T> {
+    type Value = T;
+
+    fn fallback() -> T {
+        T::default()
+    }
+
+    fn object<A: MapAccess<'de>>(map: A) -> Result<T, A::Error> {
+        T::deserialize(MapAccessDeserializer::new(map))
+    }
+}
+
+/// Visits any JSON value, takes the shape `S` wants and skips the rest.
+struct Lenient<S>(PhantomData<S>);
+
+impl<'de, S: Shape<'de>> Visitor<'de> for Lenient<S> {
+    type Value = S::Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<S::Value, E> {
+        Ok(S::text(text))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<S::Value, A::Error> {
+        S::object(map)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<S::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(S::fallback())
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<S::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<S::Value, E> {
+        Ok(S::fallback())
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<S::Value, E> {
+        Ok(S::fallback())
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<S::Value, E> {
+        Ok(S::fallback())
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<S::Value, E> {
+        Ok(S::fallback())
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<S::Value, E> {
+        Ok(S::fallback())
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<S::Value, E> {
+        Ok(S::fallback())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{ChatChunk, FinishReason, Role};
+
+    fn chunk(delta: &str) -> ChatChunk {
+        let body = format!(
+            r#"{{"id":"c","choices":[{{"index":1,"delta":{delta},"finish_reason":"stop"}}],"model":"m"}}"#
+        );
+        serde_json::from_str(&body).unwrap()
+    }
+
+    #[test]
+    fn text_fields_of_the_wrong_type_are_skipped_in_place() {
+        for junk in [
+            "7",
+            "true",
+            "1.5",
+            "[1,[2,{\"a\":3}]]",
+            "{\"text\":\"x\",\"n\":[1]}",
+            "null",
+        ] {
+            let decoded = chunk(&format!(
+                r#"{{"role":{junk},"content":{junk},"refusal":"no"}}"#
+            ));
+            let choice = &decoded.choices[0];
+            assert_eq!(choice.delta.role, None, "{junk}");
+            assert_eq!(choice.delta.content, None, "{junk}");
+            // What follows the skipped value is still read.
+            assert_eq!(choice.delta.refusal.as_deref(), Some("no"), "{junk}");
+            assert_eq!(choice.index, 1);
+            assert_eq!(choice.finish_reason, Some(FinishReason::Stop));
+            assert_eq!(decoded.model, "m");
+        }
+    }
+
+    #[test]
+    fn text_keeps_escapes_and_string_enums_keep_unknown_values() {
+        let decoded = chunk(r#"{"role":"critic","content":"a\"b\\n\u00e9\n"}"#);
+        let delta = &decoded.choices[0].delta;
+        assert_eq!(delta.role, Some(Role::Other("critic".into())));
+        assert_eq!(delta.content.as_deref(), Some("a\"b\\né\n"));
+    }
+
+    #[test]
+    fn a_delta_that_is_not_an_object_is_empty_and_the_choice_survives() {
+        for junk in ["null", "\"text\"", "[{\"content\":\"x\"}]", "3"] {
+            let decoded = chunk(junk);
+            assert_eq!(decoded.choices[0].delta, Default::default(), "{junk}");
+            assert_eq!(decoded.choices[0].index, 1, "{junk}");
+            assert_eq!(
+                decoded.choices[0].finish_reason,
+                Some(FinishReason::Stop),
+                "{junk}"
+            );
+        }
+    }
 }

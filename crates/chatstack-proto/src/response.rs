@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::lenient::{lenient_option, lenient_u64, null_as_empty, string_enum};
+use crate::lenient::{lenient_option, lenient_text, lenient_u64, null_as_empty, string_enum};
 use crate::meta::ResponseMeta;
 use crate::request::{Role, ServiceTier};
 
@@ -27,10 +27,8 @@ pub(crate) fn finish_reason<'de, D>(deserializer: D) -> Result<Option<FinishReas
 where
     D: serde::Deserializer<'de>,
 {
-    let value: Option<String> = lenient_option(deserializer)?;
-    Ok(value
-        .filter(|s| !s.is_empty())
-        .map(|s| FinishReason::from(s.as_str())))
+    let value: Option<FinishReason> = lenient_text(deserializer)?;
+    Ok(value.filter(|reason| !reason.as_str().is_empty()))
 }
 
 /// A unary Chat Completions response.
@@ -62,14 +60,14 @@ pub struct ChatResponse {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient_option"
+        deserialize_with = "lenient_text"
     )]
     pub system_fingerprint: Option<String>,
     /// The tier that served the request.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient_option"
+        deserialize_with = "lenient_text"
     )]
     pub service_tier: Option<ServiceTier>,
     /// What the transport and the layers learned about the exchange (not part of the body).
@@ -135,14 +133,14 @@ pub struct ResponseMessage {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient_option"
+        deserialize_with = "lenient_text"
     )]
     pub content: Option<String>,
     /// The refusal, when the model refused.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient_option"
+        deserialize_with = "lenient_text"
     )]
     pub refusal: Option<String>,
     /// Tool calls, in order.
@@ -156,7 +154,7 @@ pub struct ResponseMessage {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient_option"
+        deserialize_with = "lenient_text"
     )]
     pub reasoning_content: Option<String>,
 }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ChatAccumulator;
 use crate::error::{Error, ErrorKind, ProviderError};
-use crate::lenient::{lenient_option, lenient_u64, null_as_empty};
+use crate::lenient::{lenient_option, lenient_struct, lenient_text, lenient_u64, null_as_empty};
 use crate::meta::ResponseMeta;
 use crate::request::{ChatRequest, Role, ServiceTier};
 use crate::response::{ChatResponse, FinishReason, Logprobs, Usage, finish_reason, usage_option};
@@ -76,14 +76,14 @@ pub struct ChatChunk {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient_option"
+        deserialize_with = "lenient_text"
     )]
     pub system_fingerprint: Option<String>,
     /// The tier that serves the request.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient_option"
+        deserialize_with = "lenient_text"
     )]
     pub service_tier: Option<ServiceTier>,
 }
@@ -148,7 +148,7 @@ pub struct ChunkChoice {
     #[serde(default)]
     pub index: u32,
     /// What the choice gained. Missing or `null` decodes as an empty delta.
-    #[serde(default, deserialize_with = "lenient_default")]
+    #[serde(default, deserialize_with = "lenient_struct")]
     pub delta: Delta,
     /// Set on the choice's last chunk; `""` decodes as `None`.
     #[serde(default, deserialize_with = "finish_reason")]
@@ -162,14 +162,6 @@ pub struct ChunkChoice {
     pub logprobs: Option<Logprobs>,
 }
 
-fn lenient_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: serde::de::DeserializeOwned + Default,
-{
-    Ok(lenient_option(deserializer)?.unwrap_or_default())
-}
-
 /// What a choice gained in one chunk.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Delta {
@@ -177,28 +169,28 @@ pub struct Delta {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient_option"
+        deserialize_with = "lenient_text"
     )]
     pub role: Option<Role>,
     /// More text.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient_option"
+        deserialize_with = "lenient_text"
     )]
     pub content: Option<String>,
     /// More refusal text.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient_option"
+        deserialize_with = "lenient_text"
     )]
     pub refusal: Option<String>,
     /// More reasoning text (DeepSeek).
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient_option"
+        deserialize_with = "lenient_text"
     )]
     pub reasoning_content: Option<String>,
     /// Pieces of tool calls, by index.
@@ -221,7 +213,7 @@ pub struct ToolCallDelta {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient_option"
+        deserialize_with = "lenient_text"
     )]
     pub id: Option<String>,
     /// Always `function`.
@@ -229,7 +221,7 @@ pub struct ToolCallDelta {
         rename = "type",
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient_option"
+        deserialize_with = "lenient_text"
     )]
     pub kind: Option<String>,
     /// The function name and a piece of the arguments.
@@ -248,14 +240,14 @@ pub struct FunctionCallDelta {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient_option"
+        deserialize_with = "lenient_text"
     )]
     pub name: Option<String>,
     /// More argument text.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient_option"
+        deserialize_with = "lenient_text"
     )]
     pub arguments: Option<String>,
 }
