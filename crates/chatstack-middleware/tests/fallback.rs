@@ -414,9 +414,11 @@ mod http_tests {
         let mock = MockServer::start(MockConfig::default()).await.unwrap();
         let service = ServiceBuilder::new()
             .layer(FallbackLayer::new().model("gpt-4o-mini"))
-            .layer(TimeoutLayer::new().first_chunk(Duration::from_millis(200)))
+            // Real time over loopback: 1 s leaves the answering model room on a loaded
+            // machine, and the primary stays silent for far longer.
+            .layer(TimeoutLayer::new().first_chunk(Duration::from_secs(1)))
             .map_request(|mut request: StreamRequest| {
-                request.0 = fault_on_gpt_4o("slow_first_chunk:2000")(request.0);
+                request.0 = fault_on_gpt_4o("slow_first_chunk:30000")(request.0);
                 request
             })
             .service(transport(&mock));

@@ -2,7 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::lenient::{lenient_option, lenient_text, lenient_u64, null_as_empty, string_enum};
+use crate::lenient::{
+    lenient_option, lenient_struct, lenient_text, lenient_u64, null_as_empty, string_enum,
+};
 use crate::meta::ResponseMeta;
 use crate::request::{Role, ServiceTier};
 
@@ -295,10 +297,10 @@ pub struct Usage {
     #[serde(default, deserialize_with = "lenient_u64")]
     pub total_tokens: u64,
     /// Breakdown of the prompt tokens.
-    #[serde(default, deserialize_with = "lenient_details")]
+    #[serde(default, deserialize_with = "lenient_struct")]
     pub prompt_tokens_details: PromptTokensDetails,
     /// Breakdown of the completion tokens.
-    #[serde(default, deserialize_with = "lenient_details")]
+    #[serde(default, deserialize_with = "lenient_struct")]
     pub completion_tokens_details: CompletionTokensDetails,
 }
 
@@ -324,16 +326,8 @@ pub(crate) fn usage_option<'de, D>(deserializer: D) -> Result<Option<Usage>, D::
 where
     D: serde::Deserializer<'de>,
 {
-    let usage: Option<Usage> = lenient_option(deserializer)?;
-    Ok(usage.filter(|usage| !usage.is_empty()))
-}
-
-fn lenient_details<'de, D, T>(deserializer: D) -> Result<T, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: serde::de::DeserializeOwned + Default,
-{
-    Ok(lenient_option(deserializer)?.unwrap_or_default())
+    let usage: Usage = lenient_struct(deserializer)?;
+    Ok(Some(usage).filter(|usage| !usage.is_empty()))
 }
 
 /// Breakdown of prompt tokens.

@@ -218,16 +218,24 @@ impl LlmResponse for ChatResponse {
     where
         F: FnOnce(&Completion<'_>) + Send + 'static,
     {
-        let reasons: Vec<FinishReason> = self
-            .choices
-            .iter()
-            .filter_map(|choice| choice.finish_reason.clone())
-            .collect();
+        // One choice (nearly every response) lends its reason without a copy.
+        let collected: Vec<FinishReason>;
+        let reasons: &[FinishReason] = match self.choices.as_slice() {
+            [] => &[],
+            [only] => only.finish_reason.as_slice(),
+            choices => {
+                collected = choices
+                    .iter()
+                    .filter_map(|choice| choice.finish_reason.clone())
+                    .collect();
+                &collected
+            }
+        };
         hook(&Completion {
             usage: self.usage.as_ref(),
             model: &self.model,
             response_id: &self.id,
-            finish_reasons: &reasons,
+            finish_reasons: reasons,
             error: None,
             cancelled: false,
         });
