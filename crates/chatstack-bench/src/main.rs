@@ -57,17 +57,17 @@ enum Command {
 /// The settings of a benchmark run.
 #[derive(Debug, Args)]
 struct BenchArgs {
-    /// Unary requests per client and round [default: 20000; 2000 with --quick]
+    /// Unary requests per client and round [default: 50000; 2000 with --quick]
     #[arg(long, value_name = "N")]
     requests: Option<usize>,
-    /// Streaming requests per client and round [default: 2000; 200 with --quick]
+    /// Streaming requests per client and round [default: 5000; 200 with --quick]
     #[arg(long, value_name = "M")]
     stream_requests: Option<usize>,
     /// Requests in flight at once in unary and stream mode
     #[arg(long, value_name = "C", default_value_t = 64)]
     concurrency: usize,
     /// Rounds; each runs every client in turn for each mode, the order rotated per round
-    /// [default: 3; 1 with --quick]
+    /// [default: 5; 1 with --quick]
     #[arg(long, value_name = "R")]
     rounds: Option<usize>,
     /// Clients to run, comma-separated

@@ -44,10 +44,10 @@ impl Settings {
             value.unwrap_or(if args.quick { quick } else { full })
         };
         let settings = Self {
-            requests: pick(args.requests, 20_000, 2_000),
-            stream_requests: pick(args.stream_requests, 2_000, 200),
+            requests: pick(args.requests, 50_000, 2_000),
+            stream_requests: pick(args.stream_requests, 5_000, 200),
             concurrency: args.concurrency,
-            rounds: pick(args.rounds, 3, 1),
+            rounds: pick(args.rounds, 5, 1),
             inflight: pick(args.inflight, 1_000, 200),
             reply_tokens: REPLY_TOKENS,
             stream_chunks: STREAM_CHUNKS,
