@@ -28,13 +28,15 @@ Options:
   --seed S                 seed of the fault and jitter draws
   --model NAME             a model for GET /v1/models (repeatable; replaces the defaults)
   --context-window N       400 context_length_exceeded past N prompt + output tokens
-  --stall-cap-ms N         how long a stalled stream stays open (default 300000)
+  --stall-cap-ms N         how long stall, no_answer and drip hold a connection
+                           (default 300000)
   -h, --help               print this help
 
 Faults: rate_limit[:SECS] rate_limit_date[:SECS] rate_limit_ms[:MS] insufficient_quota
   server_error bad_gateway unavailable overloaded unauthorized context_length_exceeded
   latency:MS slow_first_chunk[:MS] stall[:N] mid_stream_error[:N] reset truncated
-  malformed_json oversized[:BYTES]   (aliases: 429 500 502 503 529 401)
+  malformed_json oversized[:BYTES] no_answer wrong_content_type invalid_utf8[:N]
+  error_in_200 corrupt_gzip drip[:MS] redirect:URL   (aliases: 429 500 502 503 529 401)
 
 Example: chatstack-mock --port 8080 --fault-rate 0.2 --fault unavailable --seed 42
 ";
@@ -257,6 +259,33 @@ mod tests {
         assert_eq!(config.context_window, Some(100));
         assert_eq!(config.stall_cap, Duration::from_secs(1));
         assert_eq!(serve(&[]).port, 0);
+    }
+
+    #[test]
+    fn the_usage_names_every_fault() {
+        let faults = &USAGE[USAGE.find("Faults:").unwrap()..];
+        let listed: Vec<&str> = faults
+            .split(|c: char| c.is_whitespace() || "()[".contains(c))
+            .map(|word| word.split(':').next().unwrap())
+            .collect();
+        for name in Fault::NAMES {
+            assert!(listed.contains(name), "USAGE does not list `{name}`");
+        }
+    }
+
+    #[test]
+    fn a_redirect_fault_keeps_its_url() {
+        let config = serve(&[
+            "--fault-rate",
+            "1",
+            "--fault=redirect:http://localhost:9/v1/chat/completions?x=1",
+        ]);
+        assert_eq!(
+            config.faults[0].fault,
+            Fault::Redirect {
+                location: "http://localhost:9/v1/chat/completions?x=1".to_owned()
+            }
+        );
     }
 
     #[test]

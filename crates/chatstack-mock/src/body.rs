@@ -1,4 +1,4 @@
-//! Response bodies that are written over time: SSE streams, stalls, truncations and
+//! Response bodies that are written over time: SSE streams, stalls, drips, truncations and
 //! oversized bodies. A [`Script`] says what comes next; [`PacedBody`] turns it into a stream of
 //! byte frames, sleeping on tokio's clock where the script pauses.
 
@@ -220,6 +220,72 @@ impl Script for Oversized {
     }
 }
 
+/// What a [`Trickle`] without interval writes per step.
+static SPACES: [u8; 4096] = [b' '; 4096];
+
+/// A unary body that never ends: one space every `interval` (none when it is zero), until
+/// `cap` has passed since the first one; then the connection drops.
+pub(crate) struct Trickle {
+    interval: Duration,
+    cap: Duration,
+    until: Option<Instant>,
+    wrote: bool,
+}
+
+impl Trickle {
+    pub(crate) fn new(interval: Duration, cap: Duration) -> Self {
+        Self {
+            interval,
+            cap,
+            until: None,
+            wrote: false,
+        }
+    }
+}
+
+impl Script for Trickle {
+    fn next_step(&mut self, buf: &mut BytesMut) -> Step {
+        let cap = self.cap;
+        let until = *self.until.get_or_insert_with(|| deadline_after(cap));
+        if Instant::now() >= until {
+            return Step::Abort;
+        }
+        if std::mem::take(&mut self.wrote) && !self.interval.is_zero() {
+            return Step::Pause(self.interval);
+        }
+        // One space per interval; without one, spaces as fast as the client reads, into the
+        // buffer so that they go out in large frames.
+        if self.interval.is_zero() {
+            buf.put_slice(&SPACES);
+        } else {
+            buf.put_u8(b' ');
+        }
+        self.wrote = true;
+        Step::Wrote
+    }
+}
+
+/// The bytes [`with_invalid_utf8`] puts into a JSON string: never valid UTF-8 anywhere.
+const INVALID_UTF8: &[u8] = &[0xFF, 0xFE];
+
+/// `json` with [`INVALID_UTF8`] at the start of its first `content` string (or, when it has
+/// none, its first `id` string).
+pub(crate) fn with_invalid_utf8(json: &[u8]) -> Bytes {
+    let at = [&b"\"content\":\""[..], b"\"id\":\""]
+        .iter()
+        .find_map(|needle| {
+            json.windows(needle.len())
+                .position(|window| window == *needle)
+                .map(|at| at + needle.len())
+        })
+        .unwrap_or(0);
+    let mut out = BytesMut::with_capacity(json.len() + INVALID_UTF8.len());
+    out.put_slice(&json[..at]);
+    out.put_slice(INVALID_UTF8);
+    out.put_slice(&json[at..]);
+    out.freeze()
+}
+
 /// How a stream deviates from a normal one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum StreamMode {
@@ -239,6 +305,17 @@ pub(crate) enum StreamMode {
     },
     /// After the role chunks, an event with broken JSON, then `[DONE]`.
     Malformed,
+    /// Content chunk number `chunk` (1-based; 0 counts as 1) has invalid UTF-8 in its
+    /// content; the stream then goes on normally.
+    InvalidUtf8 {
+        chunk: u32,
+    },
+    /// After the role chunks, a comment and an empty content chunk in turn, each after
+    /// `interval`, until `cap` has passed; then the connection drops.
+    Drip {
+        interval: Duration,
+        cap: Duration,
+    },
 }
 
 /// Where a [`SseScript`] is.
@@ -251,6 +328,12 @@ enum Phase {
     Usage,
     Done,
     Stalled,
+    /// Dripping until `until`; `comment`: whether the next event is the comment.
+    Drip {
+        interval: Duration,
+        until: Instant,
+        comment: bool,
+    },
     End,
 }
 
@@ -276,10 +359,15 @@ pub(crate) struct SseScript {
     choice: usize,
     emitted: u32,
     interval_taken: bool,
+    /// Whether the invalid UTF-8 of [`StreamMode::InvalidUtf8`] was sent.
+    injected: bool,
 }
 
 /// The error event of [`StreamMode::MidStreamError`].
 pub(crate) const MID_STREAM_ERROR: &str = r#"{"error":{"message":"The server had an error while processing your request. Sorry about that!","type":"server_error","param":null,"code":null}}"#;
+
+/// The body (unary) or first event (stream) of the `error_in_200` fault.
+pub(crate) const ERROR_IN_200: &str = r#"{"error":{"message":"The server had an error processing your request. Sorry about that! You can retry your request, or contact us through our help center if you keep seeing this error.","type":"server_error","param":null,"code":"internal_error"}}"#;
 
 impl SseScript {
     pub(crate) fn new(plan: ReplyPlan, options: SseOptions) -> Self {
@@ -312,6 +400,7 @@ impl SseScript {
             choice: 0,
             emitted: 0,
             interval_taken: false,
+            injected: false,
         }
     }
 
@@ -422,6 +511,34 @@ impl SseScript {
         }
     }
 
+    /// A content chunk for choice 0 whose content is [`INVALID_UTF8`].
+    fn invalid_utf8_event(&mut self, buf: &mut BytesMut) {
+        let delta = Delta {
+            content: Some(String::new()),
+            ..Delta::default()
+        };
+        self.set_choice(0, delta, false);
+        // Serializing proto types into memory cannot fail.
+        let json = serde_json::to_vec(&self.template).unwrap_or_default();
+        buf.put_slice(b"data: ");
+        buf.put_slice(&with_invalid_utf8(&json));
+        buf.put_slice(b"\n\n");
+    }
+
+    /// An empty content chunk for choice 0, or a comment.
+    fn drip_event(&mut self, comment: bool, buf: &mut BytesMut) {
+        if comment {
+            buf.put_slice(b": keep-alive\n\n");
+            return;
+        }
+        let delta = Delta {
+            content: Some(String::new()),
+            ..Delta::default()
+        };
+        self.set_choice(0, delta, false);
+        self.write_template(buf);
+    }
+
     fn usage_event(&mut self, usage: Usage, buf: &mut BytesMut) {
         let choices = std::mem::take(&mut self.template.choices);
         self.template.usage = Some(usage);
@@ -449,6 +566,11 @@ impl SseScript {
             StreamMode::Truncate { after } if due(after) => {
                 self.phase = Phase::End;
                 Some(Step::Abort)
+            }
+            StreamMode::InvalidUtf8 { chunk } if !self.injected && due(chunk.saturating_sub(1)) => {
+                self.injected = true;
+                self.invalid_utf8_event(buf);
+                Some(Step::Wrote)
             }
             _ => None,
         }
@@ -479,7 +601,38 @@ impl Script for SseScript {
                     self.phase = Phase::Done;
                     return Step::Wrote;
                 }
-                Phase::Roles(_) => self.phase = Phase::Content,
+                Phase::Roles(_) => {
+                    self.phase = match self.options.mode {
+                        StreamMode::Drip { interval, cap } => Phase::Drip {
+                            interval,
+                            until: deadline_after(cap),
+                            comment: true,
+                        },
+                        _ => Phase::Content,
+                    };
+                }
+                Phase::Drip {
+                    interval,
+                    until,
+                    comment,
+                } => {
+                    if Instant::now() >= until {
+                        self.phase = Phase::End;
+                        return Step::Abort;
+                    }
+                    if !interval.is_zero() && !self.interval_taken {
+                        self.interval_taken = true;
+                        return Step::Pause(interval);
+                    }
+                    self.interval_taken = false;
+                    self.drip_event(comment, buf);
+                    self.phase = Phase::Drip {
+                        interval,
+                        until,
+                        comment: !comment,
+                    };
+                    return Step::Wrote;
+                }
                 Phase::Content => {
                     let next = self.peek();
                     if let Some(step) = self.fault_step(next.is_some(), buf) {
@@ -525,5 +678,24 @@ impl Script for SseScript {
                 Phase::End => return Step::End,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_utf8_goes_into_the_content_string_or_else_the_id() {
+        let with = with_invalid_utf8(br#"{"id":"x","message":{"content":"hi"}}"#);
+        assert_eq!(
+            &with[..],
+            b"{\"id\":\"x\",\"message\":{\"content\":\"\xff\xfehi\"}}"
+        );
+        let tool_call = with_invalid_utf8(br#"{"id":"x","message":{"content":null}}"#);
+        assert_eq!(
+            &tool_call[..],
+            b"{\"id\":\"\xff\xfex\",\"message\":{\"content\":null}}"
+        );
     }
 }

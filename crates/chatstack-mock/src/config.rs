@@ -59,8 +59,9 @@ pub struct MockConfig {
     pub faults: Vec<FaultRule>,
     /// Seed of the RNGs that draw the fault rules and the latency jitter.
     pub seed: u64,
-    /// How long a [`Fault::Stall`] stays silent before the server closes the connection
-    /// (default five minutes).
+    /// How long a [`Fault::Stall`] stays silent, a [`Fault::NoAnswer`] holds its connection
+    /// and a [`Fault::Drip`] drips before the server closes the connection (default five
+    /// minutes).
     pub stall_cap: Duration,
     /// The `x-ratelimit-*` headers, and optional enforcement.
     pub rate_limits: RateLimitConfig,
@@ -190,7 +191,8 @@ impl MockConfig {
         self
     }
 
-    /// Sets how long a stall lasts before the server gives up on the connection.
+    /// Sets how long a stall, a no-answer or a drip lasts before the server gives up on the
+    /// connection.
     pub fn stall_cap(mut self, cap: Duration) -> Self {
         self.stall_cap = cap;
         self

@@ -29,6 +29,14 @@ pub const OTHER_MODELS: &str = "(other)";
 /// - `in_flight_requests` / `in_flight_streams`: gauges of requests being answered (a
 ///   response counts until its body is fully sent or dropped) and of SSE bodies being sent.
 ///   They settle a moment after the client has read the end of a response.
+/// - `with_credentials`: requests, on any path, that carried a credential header
+///   (`authorization`, `api-key` or `x-api-key`, whatever its value), so a test can tell
+///   whether a key reached this server (say, after a redirect from another one). The values
+///   are never kept.
+/// - `http2_requests`: requests that arrived over HTTP/2.
+/// - `bytes_written`: bytes written to client connections (heads and bodies, every path), so
+///   a test can tell how much of a large body a client read before it stopped. It grows as
+///   the kernel accepts the bytes, so it runs ahead of the client by the socket buffers.
 #[derive(Clone, Default)]
 pub struct Counters {
     inner: Arc<Inner>,
@@ -43,6 +51,9 @@ struct Inner {
     streams: AtomicU64,
     in_flight_requests: AtomicU64,
     in_flight_streams: AtomicU64,
+    with_credentials: AtomicU64,
+    http2_requests: AtomicU64,
+    bytes_written: AtomicU64,
 }
 
 impl Default for Inner {
@@ -56,6 +67,9 @@ impl Default for Inner {
             streams: AtomicU64::new(0),
             in_flight_requests: AtomicU64::new(0),
             in_flight_streams: AtomicU64::new(0),
+            with_credentials: AtomicU64::new(0),
+            http2_requests: AtomicU64::new(0),
+            bytes_written: AtomicU64::new(0),
         }
     }
 }
@@ -112,6 +126,9 @@ impl Counters {
             streams: inner.streams.load(Relaxed),
             in_flight_requests: inner.in_flight_requests.load(Relaxed),
             in_flight_streams: inner.in_flight_streams.load(Relaxed),
+            with_credentials: inner.with_credentials.load(Relaxed),
+            http2_requests: inner.http2_requests.load(Relaxed),
+            bytes_written: inner.bytes_written.load(Relaxed),
         }
     }
 
@@ -128,8 +145,15 @@ impl Counters {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
-        inner.resets.store(0, Relaxed);
-        inner.streams.store(0, Relaxed);
+        for count in [
+            &inner.resets,
+            &inner.streams,
+            &inner.with_credentials,
+            &inner.http2_requests,
+            &inner.bytes_written,
+        ] {
+            count.store(0, Relaxed);
+        }
     }
 
     /// Requests received in total.
@@ -175,8 +199,35 @@ impl Counters {
         self.inner.in_flight_streams.load(Relaxed)
     }
 
+    /// Requests that carried `authorization`, `api-key` or `x-api-key`.
+    pub fn with_credentials(&self) -> u64 {
+        self.inner.with_credentials.load(Relaxed)
+    }
+
+    /// Requests that arrived over HTTP/2.
+    pub fn http2_requests(&self) -> u64 {
+        self.inner.http2_requests.load(Relaxed)
+    }
+
+    /// Bytes written to client connections so far.
+    pub fn bytes_written(&self) -> u64 {
+        self.inner.bytes_written.load(Relaxed)
+    }
+
     pub(crate) fn count_request(&self) {
         self.inner.total.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn count_with_credentials(&self) {
+        self.inner.with_credentials.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn count_http2(&self) {
+        self.inner.http2_requests.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn count_bytes_written(&self, bytes: usize) {
+        self.inner.bytes_written.fetch_add(bytes as u64, Relaxed);
     }
 
     pub(crate) fn count_status(&self, status: http::StatusCode) {
@@ -276,6 +327,12 @@ pub struct CounterSnapshot {
     pub in_flight_requests: u64,
     /// SSE bodies being sent.
     pub in_flight_streams: u64,
+    /// Requests that carried `authorization`, `api-key` or `x-api-key`.
+    pub with_credentials: u64,
+    /// Requests that arrived over HTTP/2.
+    pub http2_requests: u64,
+    /// Bytes written to client connections.
+    pub bytes_written: u64,
 }
 
 impl CounterSnapshot {
@@ -311,6 +368,10 @@ mod tests {
         counters.count_model("b");
         counters.count_fault(&Fault::stall(3));
         counters.count_reset();
+        counters.count_with_credentials();
+        counters.count_http2();
+        counters.count_bytes_written(100);
+        counters.count_bytes_written(23);
         {
             let _request = counters.request_guard();
             let _stream = counters.stream_guard();
@@ -328,6 +389,10 @@ mod tests {
         assert_eq!(snapshot.resets, 1);
         assert_eq!(snapshot.streams, 1);
         assert_eq!(snapshot.in_flight_requests, 0);
+        assert_eq!(snapshot.with_credentials, 1);
+        assert_eq!(snapshot.http2_requests, 1);
+        assert_eq!(snapshot.bytes_written, 123);
+        assert_eq!(counters.bytes_written(), 123);
         counters.reset();
         assert_eq!(counters.snapshot(), CounterSnapshot::default());
     }

@@ -14,6 +14,11 @@ pub const DEFAULT_FAULT_DELAY: Duration = Duration::from_secs(1);
 pub const DEFAULT_AFTER_CHUNKS: u32 = 2;
 /// The default body size of [`Fault::Oversized`]: 32 MiB.
 pub const DEFAULT_OVERSIZED_BYTES: u64 = 32 * 1024 * 1024;
+/// The default content chunk of [`Fault::InvalidUtf8`] that carries the invalid bytes: the
+/// second.
+pub const DEFAULT_INVALID_UTF8_CHUNK: u32 = 2;
+/// The default interval of [`Fault::Drip`]: 10 ms.
+pub const DEFAULT_DRIP_INTERVAL: Duration = Duration::from_millis(10);
 
 /// A fault the mock injects into a chat completion.
 ///
@@ -41,10 +46,20 @@ pub const DEFAULT_OVERSIZED_BYTES: u64 = 32 * 1024 * 1024;
 /// | `truncated` | a unary body is cut at half its `Content-Length`; a stream is cut after half its content chunks (no `[DONE]`, no final chunk of the chunked encoding); then the connection closes |
 /// | `malformed_json` | a 200 with broken JSON (unary), or an event with broken JSON then `[DONE]` (stream) |
 /// | `oversized[:BYTES]` | a 200 whose valid JSON body (or single SSE event) is BYTES long (default 32 MiB), streamed without being held in memory |
+/// | `no_answer` | the request is read and nothing is sent, not even a status line, until the stall cap passes; then the connection closes (over HTTP/2: the whole connection) |
+/// | `wrong_content_type` | a 200 `text/html` sign-in page, as a captive portal or an authenticating proxy sends, for unary and streaming requests alike |
+/// | `invalid_utf8[:N]` | a stream whose Nth content chunk (default 2; 0 counts as 1) has the bytes `0xFF 0xFE` inside its JSON string, then goes on normally; a unary body has them inside its content |
+/// | `error_in_200` | a 200 whose body is a `server_error` envelope with a `code` (unary), or an event stream whose first event is that envelope, with no `[DONE]` |
+/// | `corrupt_gzip` | a 200 with `content-encoding: gzip` whose body is a valid gzip header followed by bytes that are not deflate data, for unary and streaming requests |
+/// | `drip[:MS]` | a stream sends its role chunk, then, every MS ms (default 10; 0: as fast as the client reads), alternately a `: keep-alive` comment and a chunk whose content is `""`, never `[DONE]`, until the stall cap passes and the connection drops; a unary reply trickles one space every MS ms the same way |
+/// | `redirect:URL` | 307 with `Location: URL` (the whole argument: everything after the first colon, so `redirect:http://127.0.0.1:8080/v1/chat/completions` works); a request already at URL (same host, path and query) is answered as if the fault were not there, so a client that follows the redirect, `x-mock-fault` header and all, gets an answer instead of a loop |
 ///
 /// [`Latency`](Fault::Latency) and [`SlowFirstChunk`](Fault::SlowFirstChunk) add up with any
 /// other fault; of the other faults that apply to one request, the first one wins.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+///
+/// A fault list in the `x-mock-fault` header is comma-separated, so a `redirect` URL there
+/// cannot contain a comma.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Fault {
     /// 429 `rate_limit_exceeded` with `Retry-After` in whole seconds (rounded up).
@@ -101,10 +116,33 @@ pub enum Fault {
         /// The body's size in bytes.
         bytes: u64,
     },
+    /// No response at all: not even a status line, until the stall cap closes the connection.
+    NoAnswer,
+    /// A 200 `text/html` page instead of JSON or an event stream.
+    WrongContentType,
+    /// Invalid UTF-8 (`0xFF 0xFE`) inside a JSON string.
+    InvalidUtf8 {
+        /// The content chunk (1-based) that carries it.
+        chunk: u32,
+    },
+    /// A 200 whose body (or first stream event) is an error envelope.
+    ErrorIn200,
+    /// A 200 that claims `content-encoding: gzip` and is not valid gzip.
+    CorruptGzip,
+    /// An endless trickle of tiny events (or spaces), until the stall cap.
+    Drip {
+        /// The time between two events.
+        interval: Duration,
+    },
+    /// A 307 to another URL.
+    Redirect {
+        /// The `Location` sent.
+        location: String,
+    },
 }
 
 /// How many faults there are: the canonical names are the first entries of [`Fault::NAMES`].
-pub(crate) const FAULT_COUNT: usize = 18;
+pub(crate) const FAULT_COUNT: usize = 25;
 
 /// The canonical fault names, in [`Fault::index`] order.
 pub(crate) const FAULT_NAMES: &[&str] = Fault::NAMES.split_at(FAULT_COUNT).0;
@@ -130,6 +168,13 @@ impl Fault {
         "truncated",
         "malformed_json",
         "oversized",
+        "no_answer",
+        "wrong_content_type",
+        "invalid_utf8",
+        "error_in_200",
+        "corrupt_gzip",
+        "drip",
+        "redirect",
         "429",
         "500",
         "502",
@@ -164,6 +209,13 @@ impl Fault {
             Self::Truncated => 15,
             Self::MalformedJson => 16,
             Self::Oversized { .. } => 17,
+            Self::NoAnswer => 18,
+            Self::WrongContentType => 19,
+            Self::InvalidUtf8 { .. } => 20,
+            Self::ErrorIn200 => 21,
+            Self::CorruptGzip => 22,
+            Self::Drip { .. } => 23,
+            Self::Redirect { .. } => 24,
         }
     }
 
@@ -221,6 +273,9 @@ impl fmt::Display for Fault {
                 write!(f, "{name}:{after_chunks}")
             }
             Self::Oversized { bytes } => write!(f, "{name}:{bytes}"),
+            Self::InvalidUtf8 { chunk } => write!(f, "{name}:{chunk}"),
+            Self::Drip { interval } => write!(f, "{name}:{}", interval.as_millis()),
+            Self::Redirect { location } => write!(f, "{name}:{location}"),
             _ => f.write_str(name),
         }
     }
@@ -236,7 +291,8 @@ pub(crate) fn ceil_secs(duration: Duration) -> u64 {
 impl FromStr for Fault {
     type Err = ParseFaultError;
 
-    /// Reads `name` or `name:ARG` (`name=ARG` works too); see [`Fault`] for the names.
+    /// Reads `name` or `name:ARG` (`name=ARG` works too); see [`Fault`] for the names. The
+    /// argument is everything after the first `:` or `=`.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let text = text.trim();
         let (name, arg) = match text.split_once([':', '=']) {
@@ -296,6 +352,34 @@ impl FromStr for Fault {
             "oversized" => Ok(Self::Oversized {
                 bytes: number(DEFAULT_OVERSIZED_BYTES)?,
             }),
+            "no_answer" => no_arg(Self::NoAnswer),
+            "wrong_content_type" => no_arg(Self::WrongContentType),
+            "invalid_utf8" => Ok(Self::InvalidUtf8 {
+                chunk: number(u64::from(DEFAULT_INVALID_UTF8_CHUNK))
+                    .map(|n| u32::try_from(n).unwrap_or(u32::MAX))?,
+            }),
+            "error_in_200" => no_arg(Self::ErrorIn200),
+            "corrupt_gzip" => no_arg(Self::CorruptGzip),
+            "drip" => Ok(Self::Drip {
+                interval: millis(DEFAULT_DRIP_INTERVAL)?,
+            }),
+            "redirect" => match arg {
+                Some(location)
+                    if !location.is_empty() && http::HeaderValue::from_str(location).is_ok() =>
+                {
+                    Ok(Self::Redirect {
+                        location: location.to_owned(),
+                    })
+                }
+                Some(location) => Err(ParseFaultError {
+                    message: format!(
+                        "fault `redirect` needs a URL that can be a header value, not `{location}`"
+                    ),
+                }),
+                None => Err(ParseFaultError {
+                    message: "fault `redirect` needs a URL: `redirect:URL`".to_owned(),
+                }),
+            },
             _ => Err(ParseFaultError {
                 message: format!(
                     "unknown fault `{name}` (known: {})",
@@ -325,7 +409,7 @@ impl std::error::Error for ParseFaultError {}
 /// Each chat completion that passes the key check and parses draws one number per rule, in
 /// rule order, from the server's seeded RNG; the rule applies when its draw is below
 /// `probability`. So a given seed and a given order of requests always inject the same faults.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct FaultRule {
     /// The fault.
@@ -353,12 +437,21 @@ mod tests {
     #[test]
     fn every_name_parses_and_round_trips() {
         for name in Fault::NAMES {
+            // The one fault without a default argument.
+            let name = if *name == "redirect" {
+                "redirect:http://127.0.0.1:1/v1"
+            } else {
+                name
+            };
             let fault: Fault = name.parse().unwrap();
             let again: Fault = fault.to_string().parse().unwrap();
             assert_eq!(fault, again, "{name}");
         }
         for (index, name) in FAULT_NAMES.iter().enumerate() {
-            let fault: Fault = name.parse().unwrap();
+            let fault: Fault = match *name {
+                "redirect" => format!("{name}:/elsewhere").parse().unwrap(),
+                _ => name.parse().unwrap(),
+            };
             assert_eq!(fault.index(), index);
             assert_eq!(fault.name(), *name);
         }
@@ -392,6 +485,39 @@ mod tests {
             .to_string(),
             "rate_limit:2"
         );
+        assert_eq!(
+            "invalid_utf8".parse::<Fault>().unwrap(),
+            Fault::InvalidUtf8 { chunk: 2 }
+        );
+        assert_eq!(
+            "drip".parse::<Fault>().unwrap(),
+            Fault::Drip {
+                interval: Duration::from_millis(10)
+            }
+        );
+        assert_eq!(
+            "drip:0".parse::<Fault>().unwrap().to_string(),
+            "drip:0",
+            "0 is a valid interval"
+        );
+    }
+
+    #[test]
+    fn a_redirect_takes_the_whole_url() {
+        let url = "http://127.0.0.2:8080/v1/chat/completions?a=b:c";
+        let fault: Fault = format!("redirect:{url}").parse().unwrap();
+        assert_eq!(
+            fault,
+            Fault::Redirect {
+                location: url.to_owned()
+            }
+        );
+        assert_eq!(fault.to_string(), format!("redirect:{url}"));
+        assert_eq!(fault.name(), "redirect");
+        let error = "redirect".parse::<Fault>().unwrap_err().to_string();
+        assert!(error.contains("needs a URL"), "{error}");
+        assert!("redirect:".parse::<Fault>().is_err());
+        assert!("redirect:http://a/\u{7f}".parse::<Fault>().is_err());
     }
 
     #[test]
@@ -401,6 +527,8 @@ mod tests {
         assert!(error.contains("rate_limit"), "{error}");
         assert!("stall:-1".parse::<Fault>().is_err());
         assert!("reset:3".parse::<Fault>().is_err());
+        assert!("no_answer:1".parse::<Fault>().is_err());
+        assert!("drip:fast".parse::<Fault>().is_err());
         assert!("latency:soon".parse::<Fault>().is_err());
     }
 

@@ -104,17 +104,27 @@
 //! The connection reset is a real TCP RST: the handler never answers, the connection task
 //! drops the connection, and its socket gets `SO_LINGER` 0 just before it is closed, so the
 //! kernel sends RST and the client reads `ECONNRESET` without a single response byte. Over
-//! HTTP/2 that resets the whole connection, other streams on it included.
+//! HTTP/2 that resets the whole connection, other streams on it included. `no_answer` works
+//! the same way after the stall cap, with a plain close (FIN) instead of RST.
+//!
+//! # HTTP/2
+//!
+//! Connections speak HTTP/1.1 or, with prior knowledge (cleartext `h2c`, as
+//! `reqwest::ClientBuilder::http2_prior_knowledge` sends), HTTP/2; the server tells them
+//! apart by their first bytes. Endpoints and faults work over both; a body cut short ends
+//! its HTTP/2 stream with `RST_STREAM`, and `reset` and `no_answer` end the whole connection.
 //!
 //! # Counters
 //!
 //! [`MockServer::counters`] counts requests in total, by model, by status, by fault, resets,
-//! streams, and requests and streams in flight; [`Counters::snapshot`] copies them,
+//! streams, requests and streams in flight, requests that carried a credential header,
+//! requests over HTTP/2, and bytes written; [`Counters::snapshot`] copies them,
 //! [`Counters::reset`] zeroes them.
 //!
 //! # Time
 //!
-//! Every wait (latency, token interval, slow first chunk, stall) uses `tokio::time`, so a test
+//! Every wait (latency, token interval, slow first chunk, stall, no answer, drip) uses
+//! `tokio::time`, so a test
 //! that runs the server in-process on a paused clock (`#[tokio::test(start_paused = true)]`)
 //! skips the waits.
 //!
@@ -137,8 +147,9 @@ pub use config::{
 };
 pub use counters::{CounterSnapshot, Counters, OTHER_MODELS};
 pub use fault::{
-    DEFAULT_AFTER_CHUNKS, DEFAULT_FAULT_DELAY, DEFAULT_OVERSIZED_BYTES, DEFAULT_RETRY_AFTER,
-    DEFAULT_RETRY_AFTER_MS, Fault, FaultRule, ParseFaultError,
+    DEFAULT_AFTER_CHUNKS, DEFAULT_DRIP_INTERVAL, DEFAULT_FAULT_DELAY, DEFAULT_INVALID_UTF8_CHUNK,
+    DEFAULT_OVERSIZED_BYTES, DEFAULT_RETRY_AFTER, DEFAULT_RETRY_AFTER_MS, Fault, FaultRule,
+    ParseFaultError,
 };
 pub use server::MockServer;
 

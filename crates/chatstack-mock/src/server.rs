@@ -23,6 +23,9 @@ use crate::config::MockConfig;
 use crate::counters::Counters;
 use crate::service::{ConnControl, Shared, envelope_413, router};
 
+/// The request headers that carry a key, for [`Counters::with_credentials`].
+const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "api-key", "x-api-key"];
+
 /// A running mock provider on 127.0.0.1.
 ///
 /// It serves on a task of the Tokio runtime it was started in. Dropping it stops the server
@@ -173,10 +176,21 @@ async fn serve_connection(
     let io = TokioIo::new(ConnIo {
         stream,
         control: control.clone(),
+        counters: shared.counters.clone(),
     });
     let request_control = control.clone();
     let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
-        shared.counters.count_request();
+        let counters = &shared.counters;
+        counters.count_request();
+        if request.version() == http::Version::HTTP_2 {
+            counters.count_http2();
+        }
+        if CREDENTIAL_HEADERS
+            .iter()
+            .any(|name| request.headers().contains_key(*name))
+        {
+            counters.count_with_credentials();
+        }
         request.extensions_mut().insert(request_control.clone());
         let mut router = router.clone();
         let shared = shared.clone();
@@ -192,8 +206,9 @@ async fn serve_connection(
     let connection = builder.serve_connection(io, service);
     tokio::select! {
         biased;
-        () = control.reset_notified() => {
-            // Dropping the connection drops `ConnIo`, which sets SO_LINGER 0 first: RST.
+        () = control.drop_requested() => {
+            // Dropping the connection drops `ConnIo`: a plain close (FIN), or, when a reset
+            // was asked for, SO_LINGER 0 first and so RST.
         }
         result = connection => {
             if let Err(error) = result {
@@ -204,10 +219,11 @@ async fn serve_connection(
 }
 
 /// A TCP stream that is reset (SO_LINGER 0, so `close` sends RST) instead of closed when its
-/// connection asked for a reset.
+/// connection asked for a reset, and that counts the bytes written to it.
 struct ConnIo {
     stream: TcpStream,
     control: Arc<ConnControl>,
+    counters: Counters,
 }
 
 impl Drop for ConnIo {
@@ -236,7 +252,11 @@ impl AsyncWrite for ConnIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let written = Pin::new(&mut self.stream).poll_write(cx, buf);
+        if let Poll::Ready(Ok(bytes)) = written {
+            self.counters.count_bytes_written(bytes);
+        }
+        written
     }
 
     fn poll_write_vectored(
@@ -244,7 +264,11 @@ impl AsyncWrite for ConnIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let written = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(bytes)) = written {
+            self.counters.count_bytes_written(bytes);
+        }
+        written
     }
 
     fn is_write_vectored(&self) -> bool {

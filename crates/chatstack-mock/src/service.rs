@@ -7,7 +7,9 @@ use std::time::{Duration, SystemTime};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use axum::http::header::{
+    AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RETRY_AFTER,
+};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -21,7 +23,8 @@ use tower_http::trace::{DefaultMakeSpan, DefaultOnFailure, DefaultOnResponse, Tr
 use tracing::Level;
 
 use crate::body::{
-    MID_STREAM_ERROR, Oversized, PacedBody, Segment, Segments, SseOptions, SseScript, StreamMode,
+    ERROR_IN_200, MID_STREAM_ERROR, Oversized, PacedBody, Segment, Segments, SseOptions, SseScript,
+    StreamMode, Trickle, with_invalid_utf8,
 };
 use crate::config::{MAX_REPLY_TOKENS, MockConfig};
 use crate::counters::{Counters, InFlight};
@@ -42,6 +45,20 @@ const RESET_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-reset-toke
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 const EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream; charset=utf-8");
 const HTML: HeaderValue = HeaderValue::from_static("text/html");
+const GZIP: HeaderValue = HeaderValue::from_static("gzip");
+
+/// The page of [`Fault::WrongContentType`]: what a captive portal or an authenticating proxy
+/// answers instead of the API.
+const SIGN_IN_PAGE: &str = "<!DOCTYPE html>\n<html>\n<head><title>Sign in</title></head>\n<body>\n<h1>Sign in to continue</h1>\n<form method=\"post\" action=\"/login\"><input name=\"user\"><input name=\"password\" type=\"password\"><button>Sign in</button></form>\n</body>\n</html>\n";
+
+/// The body of [`Fault::Redirect`].
+const REDIRECT_PAGE: &str = "<html>\r\n<head><title>307 Temporary Redirect</title></head>\r\n<body>\r\n<center><h1>307 Temporary Redirect</h1></center>\r\n</body>\r\n</html>\r\n";
+
+/// The body of [`Fault::CorruptGzip`]: a valid gzip header (magic, deflate, no flags, no
+/// time, unknown OS), then a first byte whose block type is the reserved 0b11, so any
+/// inflater fails at once, then more junk.
+const CORRUPT_GZIP: &[u8] =
+    b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff\xff\xfechatstack-mock: not deflate data\x00\x01\x02";
 
 const WINDOW: Duration = Duration::from_secs(60);
 
@@ -59,13 +76,19 @@ impl ConnControl {
         self.notify.notify_one();
     }
 
+    /// Asks the connection task to close the connection (a plain close, FIN) at once,
+    /// whatever it is doing.
+    pub(crate) fn close(&self) {
+        self.notify.notify_one();
+    }
+
     /// Whether a reset was asked for.
     pub(crate) fn reset_requested(&self) -> bool {
         self.reset.load(Relaxed)
     }
 
-    /// Resolves once a reset was asked for.
-    pub(crate) async fn reset_notified(&self) {
+    /// Resolves once a reset or a close was asked for.
+    pub(crate) async fn drop_requested(&self) {
         self.notify.notified().await;
     }
 }
@@ -180,7 +203,7 @@ impl Shared {
             .unwrap_or_else(PoisonError::into_inner);
         for rule in &self.config.faults {
             if rng.f64() < rule.probability {
-                into.push(rule.fault);
+                into.push(rule.fault.clone());
             }
         }
     }
@@ -484,7 +507,11 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
                 .on_response(DefaultOnResponse::new().level(Level::DEBUG))
                 .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
         )
-        .layer(SetSensitiveRequestHeadersLayer::new([AUTHORIZATION]))
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            AUTHORIZATION,
+            HeaderName::from_static("api-key"),
+            HeaderName::from_static("x-api-key"),
+        ]))
         .with_state(shared)
 }
 
@@ -635,6 +662,12 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, request: Request) -
     let mut first_chunk_delay = Duration::ZERO;
     let mut outcome = None;
     for fault in &faults {
+        if let Fault::Redirect { location } = fault {
+            if is_at(&parts, location) {
+                // Following the redirect ended here.
+                continue;
+            }
+        }
         shared.counters.count_fault(fault);
         match fault {
             Fault::Latency(extra) => delay = delay.saturating_add(*extra),
@@ -642,7 +675,7 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, request: Request) -
                 first_chunk_delay = first_chunk_delay.saturating_add(*extra);
             }
             other => {
-                outcome.get_or_insert(*other);
+                outcome.get_or_insert_with(|| other.clone());
             }
         }
     }
@@ -787,18 +820,11 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, request: Request) -
         }
         Fault::Reset => {
             shared.counters.count_reset();
-            match parts.extensions.get::<Arc<ConnControl>>() {
-                Some(control) => {
-                    control.reset();
-                    // The connection task drops the connection (and this future with it).
-                    std::future::pending::<Response>().await
-                }
-                // Not served by our accept loop (cannot happen): a 500 beats hanging forever.
-                None => ctx.error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    envelope("reset unavailable", "server_error", None, None),
-                ),
-            }
+            drop_connection(&ctx, &parts.extensions, ConnControl::reset).await
+        }
+        Fault::NoAnswer => {
+            tokio::time::sleep(config.stall_cap).await;
+            drop_connection(&ctx, &parts.extensions, ConnControl::close).await
         }
         Fault::Truncated if streaming => {
             let after = content_chunks / 2;
@@ -833,10 +859,96 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, request: Request) -
             ctx.respond(StatusCode::OK, JSON, Body::from(full.slice(..full.len() * 3 / 5)))
         }
         Fault::Oversized { bytes } => oversized(&shared, &ctx, &plan, streaming, bytes, guard),
+        Fault::WrongContentType => ctx.respond(StatusCode::OK, HTML, Body::from(SIGN_IN_PAGE)),
+        Fault::InvalidUtf8 { chunk } if streaming => {
+            let mode = StreamMode::InvalidUtf8 { chunk };
+            reply(&shared, &ctx, plan, &request, true, first_chunk_delay, guard, mode)
+        }
+        Fault::InvalidUtf8 { .. } => {
+            ctx.respond(StatusCode::OK, JSON, Body::from(with_invalid_utf8(&unary_bytes(&plan))))
+        }
+        Fault::ErrorIn200 if streaming => {
+            let event = Bytes::from(format!("data: {ERROR_IN_200}\n\n"));
+            let script = Segments::new([Segment::Data(event)]);
+            paced(&ctx, EVENT_STREAM, None, script, guard, Some(shared.counters.stream_guard()))
+        }
+        Fault::ErrorIn200 => ctx.respond(StatusCode::OK, JSON, Body::from(ERROR_IN_200)),
+        Fault::CorruptGzip => {
+            let content_type = if streaming { EVENT_STREAM } else { JSON };
+            let mut response = ctx.respond(StatusCode::OK, content_type, Body::from(CORRUPT_GZIP));
+            response.headers_mut().insert(CONTENT_ENCODING, GZIP);
+            response
+        }
+        Fault::Drip { interval } if streaming => {
+            let mode = StreamMode::Drip { interval, cap: config.stall_cap };
+            reply(&shared, &ctx, plan, &request, true, first_chunk_delay, guard, mode)
+        }
+        Fault::Drip { interval } => {
+            paced(&ctx, JSON, None, Trickle::new(interval, config.stall_cap), guard, None)
+        }
+        Fault::Redirect { location } => match HeaderValue::try_from(location) {
+            Ok(location) => {
+                let mut response =
+                    ctx.respond(StatusCode::TEMPORARY_REDIRECT, HTML, Body::from(REDIRECT_PAGE));
+                response.headers_mut().insert(LOCATION, location);
+                response
+            }
+            // Only a `Fault` built by hand (not parsed) can get here.
+            Err(_) => ctx.bad_request(
+                "the redirect location is not a valid header value",
+                Some(headers::FAULT),
+            ),
+        },
         // Delays were handled above.
         Fault::Latency(_) | Fault::SlowFirstChunk(_) => {
             reply(&shared, &ctx, plan, &request, streaming, first_chunk_delay, guard, StreamMode::Normal)
         }
+    }
+}
+
+/// Whether the request is at `location` already: its path and query, and for an absolute
+/// location also `http://` and its host, are the location's.
+fn is_at(parts: &http::request::Parts, location: &str) -> bool {
+    let path = parts.uri.path_and_query().map_or("/", |path| path.as_str());
+    if location.starts_with('/') {
+        return location == path;
+    }
+    // HTTP/2 carries the host in the URI (`:authority`), HTTP/1.1 in the `host` header.
+    let host = parts
+        .uri
+        .authority()
+        .map(|authority| authority.as_str())
+        .or_else(|| {
+            parts
+                .headers
+                .get(http::header::HOST)
+                .and_then(|host| host.to_str().ok())
+        });
+    host.is_some_and(|host| {
+        location
+            .strip_prefix("http://")
+            .and_then(|rest| rest.strip_prefix(host))
+            == Some(path)
+    })
+}
+
+/// Has the connection task drop this request's connection (`how`: reset or close), and never
+/// answers: dropping the connection drops this future too.
+async fn drop_connection(
+    ctx: &Ctx,
+    extensions: &http::Extensions,
+    how: fn(&ConnControl),
+) -> Response {
+    match extensions.get::<Arc<ConnControl>>() {
+        Some(control) => {
+            how(control);
+            std::future::pending::<Response>().await
+        }
+        // Not served by our accept loop (cannot happen): a 500 beats hanging forever.
+        None => ctx.error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            envelope("connection control unavailable", "server_error", None, None),
+        ),
     }
 }
 

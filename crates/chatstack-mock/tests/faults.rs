@@ -629,3 +629,407 @@ async fn faults_from_the_header_apply_to_streams_too() {
         }})
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn no_answer_sends_nothing_and_closes_after_the_stall_cap() {
+    let server = MockServer::start(MockConfig::default().stall_cap(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    let clock = tokio::time::Instant::now();
+    let wall = Instant::now();
+    let request = raw_post(&body("x"), &[("x-mock-fault", "no_answer")]);
+    let (raw, error) = raw_exchange(server.addr(), &request).await;
+    assert!(
+        raw.is_empty(),
+        "not even a status line: {:?}",
+        String::from_utf8_lossy(&raw)
+    );
+    assert!(error.is_none(), "a plain close, not a reset: {error:?}");
+    assert!(
+        clock.elapsed() >= Duration::from_secs(5),
+        "held for the cap"
+    );
+    assert!(wall.elapsed() < Duration::from_secs(5), "on tokio's clock");
+    let counters = server.counters().snapshot();
+    assert_eq!(counters.fault("no_answer"), 1);
+    assert!(counters.by_status.is_empty(), "{counters:?}");
+    assert_eq!(counters.resets, 0);
+}
+
+#[tokio::test]
+async fn no_answer_is_ended_by_the_clients_timeout() {
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let error = client
+        .post(server.chat_completions_url())
+        .header("x-mock-fault", "no_answer")
+        .json(&body("x"))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(error.is_timeout(), "{error:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The server is still there for others.
+    assert_eq!(post(&server, &body("x"), &[]).await.status(), 200);
+}
+
+#[tokio::test]
+async fn wrong_content_type_is_an_html_page() {
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    for request in [body("x"), stream_body("x")] {
+        let response = post(&server, &request, &[("x-mock-fault", "wrong_content_type")]).await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "text/html");
+        let text = response.text().await.unwrap();
+        assert!(text.starts_with("<!DOCTYPE html>"), "{text}");
+        assert!(serde_json::from_str::<Value>(&text).is_err());
+    }
+    assert_eq!(server.counters().fault(Fault::WrongContentType), 2);
+}
+
+/// The events of a raw SSE body, as bytes.
+fn raw_events(body: &[u8]) -> Vec<&[u8]> {
+    let mut events = Vec::new();
+    let mut rest = body;
+    while let Some(end) = rest.windows(2).position(|w| w == b"\n\n") {
+        events.push(&rest[..end]);
+        rest = &rest[end + 2..];
+    }
+    assert!(rest.is_empty(), "a trailing partial event");
+    events
+}
+
+#[tokio::test]
+async fn invalid_utf8_sits_in_the_nth_content_chunk() {
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    for (fault, nth) in [
+        ("invalid_utf8", 2),
+        ("invalid_utf8:1", 1),
+        ("invalid_utf8:4", 4),
+    ] {
+        let response = post(&server, &stream_body("x"), &[("x-mock-fault", fault)]).await;
+        assert_eq!(response.status(), 200);
+        let bytes = response.bytes().await.unwrap();
+        let events = raw_events(&bytes);
+        let invalid: Vec<usize> = events
+            .iter()
+            .enumerate()
+            .filter(|(_, event)| std::str::from_utf8(event).is_err())
+            .map(|(index, _)| index)
+            .collect();
+        // Event 0 is the role chunk, so content chunk N is event N.
+        assert_eq!(invalid, [nth], "{fault}");
+        let bad = events[nth];
+        assert!(bad.starts_with(b"data: {"));
+        assert!(
+            bad.windows(13).any(|w| w == b"\"content\":\"\xff\xfe"),
+            "inside the JSON string: {}",
+            String::from_utf8_lossy(bad)
+        );
+        // The rest of the stream is normal, [DONE] included.
+        assert_eq!(events.last().unwrap(), b"data: [DONE]");
+        let text = String::from_utf8_lossy(&bytes);
+        assert_eq!(
+            text.matches("\"content\":\"").count(),
+            1 + 16 + 1,
+            "{fault}"
+        );
+    }
+    // Unary: the body has the bytes inside its content string.
+    let response = post(&server, &body("x"), &[("x-mock-fault", "invalid_utf8")]).await;
+    assert_eq!(response.status(), 200);
+    let length = response.content_length().unwrap();
+    let bytes = response.bytes().await.unwrap();
+    assert_eq!(bytes.len() as u64, length);
+    let error = std::str::from_utf8(&bytes).unwrap_err();
+    assert!(bytes[..error.valid_up_to()].ends_with(b"\"content\":\""));
+    assert!(serde_json::from_slice::<Value>(&bytes).is_err());
+}
+
+#[tokio::test]
+async fn error_in_200_is_an_envelope_with_a_success_status() {
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    let response = post(&server, &body("x"), &[("x-mock-fault", "error_in_200")]).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let headers = response.headers().clone();
+    let bytes = response.bytes().await.unwrap();
+    let envelope: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(envelope["error"]["type"], "server_error");
+    assert!(envelope["error"]["code"].is_string());
+    let error = Error::from_response(reqwest::StatusCode::OK, &headers, &bytes);
+    assert!(error.is_server() && error.is_retryable(), "{error:?}");
+
+    let response = post(
+        &server,
+        &stream_body("x"),
+        &[("x-mock-fault", "error_in_200")],
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let streamed = read_stream(response).await;
+    assert!(streamed.chunks.is_empty(), "the error is the first event");
+    assert!(!streamed.done && !streamed.transport_error);
+    assert!(streamed.error.unwrap().is_server());
+}
+
+#[tokio::test]
+async fn corrupt_gzip_has_a_gzip_header_and_no_deflate_data() {
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    for (request, content_type) in [
+        (body("x"), "application/json"),
+        (stream_body("x"), "text/event-stream"),
+    ] {
+        let response = post(&server, &request, &[("x-mock-fault", "corrupt_gzip")]).await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-encoding"], "gzip");
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with(content_type)
+        );
+        let bytes = response.bytes().await.unwrap();
+        // Magic, method deflate, no flags.
+        assert_eq!(bytes[..4], [0x1f, 0x8b, 0x08, 0x00]);
+        // The first deflate block header has the reserved block type 0b11: no inflater
+        // accepts it.
+        assert_eq!(bytes[10] & 0b110, 0b110);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_drip_stream_alternates_comments_and_empty_chunks_until_the_cap() {
+    let server = MockServer::start(MockConfig::default().stall_cap(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    let clock = tokio::time::Instant::now();
+    let mut response = post(&server, &stream_body("x"), &[("x-mock-fault", "drip")]).await;
+    assert_eq!(response.status(), 200);
+    let mut received = Vec::new();
+    let end = loop {
+        match response.chunk().await {
+            Ok(Some(bytes)) => received.extend_from_slice(&bytes),
+            other => break other,
+        }
+    };
+    assert!(end.is_err(), "the cap drops the connection: {end:?}");
+    assert!(clock.elapsed() >= Duration::from_secs(1));
+    let events = raw_events(&received);
+    let role: Value = serde_json::from_slice(&events[0][6..]).unwrap();
+    assert_eq!(role["choices"][0]["delta"]["role"], "assistant");
+    // 10 ms apart for one second: about a hundred tiny events, in turn.
+    assert!((90..=101).contains(&(events.len() - 1)), "{}", events.len());
+    for (index, event) in events[1..].iter().enumerate() {
+        if index % 2 == 0 {
+            assert_eq!(*event, b": keep-alive");
+        } else {
+            let chunk: Value = serde_json::from_slice(&event[6..]).unwrap();
+            assert_eq!(chunk["choices"][0]["delta"]["content"], "");
+        }
+    }
+    assert!(!String::from_utf8_lossy(&received).contains("[DONE]"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_unary_drip_trickles_spaces_until_the_cap() {
+    let server = MockServer::start(MockConfig::default().stall_cap(Duration::from_secs(2)))
+        .await
+        .unwrap();
+    let mut response = post(&server, &body("x"), &[("x-mock-fault", "drip:100")]).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.content_length(), None, "no end is announced");
+    let mut received = Vec::new();
+    let end = loop {
+        match response.chunk().await {
+            Ok(Some(bytes)) => {
+                assert_eq!(bytes.len(), 1, "one space at a time");
+                received.extend_from_slice(&bytes);
+            }
+            other => break other,
+        }
+    };
+    assert!(end.is_err(), "{end:?}");
+    assert!(received.iter().all(|b| *b == b' '));
+    assert!((15..=21).contains(&received.len()), "{}", received.len());
+}
+
+#[tokio::test]
+async fn a_drip_without_interval_is_a_fast_endless_body() {
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    let mut response = post(&server, &body("x"), &[("x-mock-fault", "drip:0")]).await;
+    let mut received = 0usize;
+    let mut frames = 0usize;
+    while received < 1024 * 1024 {
+        let bytes = response.chunk().await.unwrap().unwrap();
+        assert!(bytes.iter().all(|b| *b == b' '));
+        received += bytes.len();
+        frames += 1;
+    }
+    assert!(received / frames > 1024, "spaces go out in large frames");
+}
+
+#[tokio::test]
+async fn redirect_sends_a_307_to_the_whole_url() {
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    let target = "http://localhost:9/v1/chat/completions?model=a:b";
+    let fault = format!("redirect:{target}");
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let response = post_with(&client, &server, &body("x"), &[("x-mock-fault", &fault)]).await;
+    assert_eq!(response.status(), 307);
+    assert_eq!(response.headers()["location"], target);
+    assert_eq!(
+        server.counters().fault(Fault::Redirect {
+            location: String::new()
+        }),
+        1
+    );
+
+    // Followed on the same server, the redirect ends where it points.
+    let here = format!("{}?hop=2", server.chat_completions_url());
+    for fault in [
+        format!("redirect:{here}"),
+        "redirect:/v1/chat/completions?hop=2".to_owned(),
+    ] {
+        let response = post(&server, &body("x"), &[("x-mock-fault", &fault)]).await;
+        assert_eq!(response.status(), 200, "{fault}");
+        assert_eq!(response.url().as_str(), here);
+    }
+    let counters = server.counters().snapshot();
+    assert_eq!(counters.status(307), 3);
+    assert_eq!(counters.fault("redirect"), 3, "not counted where it ends");
+
+    // A fault built by hand, not parsed, may hold a location no header can carry.
+    let bad = Fault::Redirect {
+        location: "http://h/\n".to_owned(),
+    };
+    let server = MockServer::start(MockConfig::default().fault(bad, 1.0))
+        .await
+        .unwrap();
+    let (status, error) = post_json(&server, &body("x"), &[]).await;
+    assert_eq!(status, 400);
+    assert_eq!(error["error"]["param"], "x-mock-fault");
+}
+
+#[tokio::test]
+async fn credentials_are_counted_without_being_kept() {
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    for header in ["authorization", "api-key", "x-api-key", "x-team"] {
+        post(&server, &body("x"), &[(header, "secret-value")]).await;
+    }
+    post(&server, &body("x"), &[]).await;
+    let counters = server.counters();
+    assert_eq!(counters.total(), 5);
+    assert_eq!(counters.with_credentials(), 3);
+    assert!(!format!("{counters:?}").contains("secret-value"));
+}
+
+/// Follows the mock's redirect with reqwest's default policy and reports whether the key
+/// reached the other server: the hazard chatstack's transport guards against.
+async fn key_arrives_after_a_cross_host_redirect(header: &str) -> bool {
+    let origin = MockServer::start(MockConfig::default()).await.unwrap();
+    let other = MockServer::start(MockConfig::default()).await.unwrap();
+    // Another host name for the same loopback address: another host to reqwest.
+    let fault = format!(
+        "redirect:http://localhost:{}/v1/chat/completions",
+        other.addr().port()
+    );
+    let response = post(
+        &origin,
+        &body("x"),
+        &[("x-mock-fault", &fault), (header, "sk-secret")],
+    )
+    .await;
+    assert_eq!(response.status(), 200, "followed to the other server");
+    assert_eq!(other.counters().total(), 1);
+    other.counters().with_credentials() == 1
+}
+
+#[tokio::test]
+async fn reqwest_strips_authorization_across_hosts_but_not_api_key() {
+    assert!(!key_arrives_after_a_cross_host_redirect("authorization").await);
+    assert!(key_arrives_after_a_cross_host_redirect("api-key").await);
+    assert!(key_arrives_after_a_cross_host_redirect("x-api-key").await);
+}
+
+#[tokio::test]
+async fn http2_with_prior_knowledge_is_served() {
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let response = post_with(&h2, &server, &body("x"), &[]).await;
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+    let reply: Value = response.json().await.unwrap();
+    assert_eq!(reply["object"], "chat.completion");
+
+    let response = post_with(&h2, &server, &stream_body("x"), &[]).await;
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    let streamed = read_stream(response).await;
+    assert!(streamed.done && streamed.error.is_none());
+    assert_eq!(streamed.content_chunks(), 16);
+    assert!(streamed.chunks.last().unwrap().usage.is_some());
+
+    // A fault over HTTP/2.
+    let response = post_with(&h2, &server, &body("x"), &[("x-mock-fault", "503")]).await;
+    assert_eq!(response.status(), 503);
+    // HTTP/1.1 clients still work beside it.
+    let response = post(&server, &body("x"), &[]).await;
+    assert_eq!(response.version(), reqwest::Version::HTTP_11);
+    assert_eq!(server.counters().http2_requests(), 3);
+    assert_eq!(server.counters().total(), 4);
+}
+
+#[tokio::test]
+async fn bytes_written_show_how_much_a_client_read() {
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    let counters = server.counters();
+    let response = post(
+        &server,
+        &body("x"),
+        &[("x-mock-fault", "oversized:1000000")],
+    )
+    .await;
+    assert_eq!(response.bytes().await.unwrap().len(), 1_000_000);
+    let full = counters.bytes_written();
+    assert!((1_000_000..1_010_000).contains(&full), "{full}");
+
+    // A client that reads 64 KiB of 64 MiB and hangs up.
+    let mut response = post(
+        &server,
+        &body("x"),
+        &[("x-mock-fault", "oversized:67108864")],
+    )
+    .await;
+    let mut read = 0;
+    while read < 64 * 1024 {
+        read += response.chunk().await.unwrap().unwrap().len();
+    }
+    drop(response);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while counters.in_flight_requests() > 0 {
+        assert!(Instant::now() < deadline, "the server noticed the hang-up");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let partial = counters.bytes_written() - full;
+    // The socket buffers hold a few MiB at most.
+    assert!(partial < 32 * 1024 * 1024, "{partial}");
+}

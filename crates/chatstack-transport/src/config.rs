@@ -1,6 +1,8 @@
 //! Configuration of the HTTP transport.
 
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use chatstack_proto::{Error, ErrorKind};
@@ -17,7 +19,11 @@ pub const DEFAULT_PATH: &str = "/chat/completions";
 /// The default cap on a response body (and on a single stream event): 16 MiB.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 
-/// Headers whose values are secrets: marked sensitive so `Debug` output never shows them.
+/// The most redirects a transport follows, all within the origin of the request.
+pub(crate) const MAX_REDIRECTS: usize = 5;
+
+/// Headers whose values are secrets: marked sensitive so `Debug` output never shows them,
+/// and warned about when they would travel over plain `http` to another machine.
 const SENSITIVE_HEADERS: [&str; 4] = [
     "authorization",
     "api-key",
@@ -26,6 +32,20 @@ const SENSITIVE_HEADERS: [&str; 4] = [
 ];
 
 /// Builds an [`HttpTransport`]. Every setting has a default; see each method.
+///
+/// # Credentials on the wire
+///
+/// - Redirects are followed only within the origin of the request (same scheme, host and
+///   port), at most five in a row. reqwest drops `authorization` when a redirect leaves the
+///   host, but not the `api-key` (Azure) or `x-api-key` (Anthropic) headers, so the transport
+///   does not follow a redirect elsewhere at all: the 3xx comes back as an error
+///   ([`ErrorKind::Status`]) that names the origin it pointed to.
+/// - [`https_only`](Self::https_only) refuses a plain `http` base URL and any plain `http`
+///   request. Without it, a transport that would send a credential header (`authorization`,
+///   `api-key`, `x-api-key`, `proxy-authorization`) over plain `http` to a host that is not
+///   loopback (`127.0.0.0/8`, `::1`, `localhost`) logs a `tracing` warning naming the host
+///   (never the key): at build time for the builder's headers, else once, at the first such
+///   request, for the per-request headers an auth layer adds.
 ///
 /// ```
 /// use std::time::Duration;
@@ -54,6 +74,8 @@ pub struct HttpTransportBuilder {
     tcp_keepalive: Option<Duration>,
     tcp_nodelay: bool,
     http2_adaptive_window: bool,
+    http2_prior_knowledge: bool,
+    https_only: bool,
     max_response_bytes: usize,
     middleware: Vec<Arc<dyn Middleware>>,
     client: Option<ClientWithMiddleware>,
@@ -73,6 +95,8 @@ impl Default for HttpTransportBuilder {
             tcp_keepalive: Some(Duration::from_secs(60)),
             tcp_nodelay: true,
             http2_adaptive_window: false,
+            http2_prior_knowledge: false,
+            https_only: false,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             middleware: Vec::new(),
             client: None,
@@ -88,6 +112,7 @@ impl std::fmt::Debug for HttpTransportBuilder {
             .field("headers", &self.headers)
             .field("connect_timeout", &self.connect_timeout)
             .field("timeout", &self.timeout)
+            .field("https_only", &self.https_only)
             .field("max_response_bytes", &self.max_response_bytes)
             .finish_non_exhaustive()
     }
@@ -183,6 +208,28 @@ impl HttpTransportBuilder {
         self
     }
 
+    /// Whether to speak HTTP/2 from the first byte, without negotiating it; default false.
+    ///
+    /// Over plain `http` this is HTTP/2 with prior knowledge (`h2c`), for servers that speak
+    /// it (vLLM or a gateway behind a proxy that strips TLS, the mock); a server that only
+    /// speaks HTTP/1.1 then fails every request. Over `https`, ALPN already picks HTTP/2 when
+    /// the server offers it; this option makes the transport refuse HTTP/1.1 servers.
+    pub fn http2_prior_knowledge(mut self, enabled: bool) -> Self {
+        self.http2_prior_knowledge = enabled;
+        self
+    }
+
+    /// Whether to send requests over `https` only; default false.
+    ///
+    /// On, [`build`](Self::build) refuses a base URL that is not `https` (a
+    /// [`ErrorKind::Config`] error), loopback included, and the client refuses any plain
+    /// `http` request. Off, a credential header bound for a host that is not loopback over
+    /// plain `http` is only warned about (see [`HttpTransportBuilder`]).
+    pub fn https_only(mut self, enabled: bool) -> Self {
+        self.https_only = enabled;
+        self
+    }
+
     /// The largest response body read, and the largest single stream event; default 16 MiB.
     /// Past it the call fails with [`ErrorKind::BodyTooLarge`].
     pub fn max_response_bytes(mut self, max: usize) -> Self {
@@ -200,7 +247,11 @@ impl HttpTransportBuilder {
     }
 
     /// Uses a client you built yourself; the connection and pool settings of this builder
-    /// are then ignored (base URL, path, headers, timeout and body cap still apply).
+    /// are then ignored (base URL, path, headers, timeout and body cap still apply, and
+    /// [`https_only`](Self::https_only) still checks the base URL). Its redirect policy is
+    /// yours too: reqwest's default follows redirects to other hosts with the `api-key` and
+    /// `x-api-key` headers, so give it one like this builder's (same origin only) or
+    /// `reqwest::redirect::Policy::none()`.
     pub fn client(mut self, client: ClientWithMiddleware) -> Self {
         self.client = Some(client);
         self
@@ -209,8 +260,9 @@ impl HttpTransportBuilder {
     /// Builds the transport.
     ///
     /// # Errors
-    /// [`ErrorKind::Config`] for a base URL that does not parse, an invalid header, or a
-    /// client that cannot be built.
+    /// [`ErrorKind::Config`] for a base URL that does not parse (or, with
+    /// [`https_only`](Self::https_only), is not `https`), an invalid header, or a client that
+    /// cannot be built.
     pub fn build(self) -> Result<HttpTransport, Error> {
         if let Some(name) = self.invalid_header {
             return Err(Error::new(
@@ -230,6 +282,25 @@ impl HttpTransportBuilder {
             )
             .with_source(error)
         })?;
+        if self.https_only && url.scheme() != "https" {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "https_only is set, but the base URL is `{}` (for host `{}`), not `https`",
+                    url.scheme(),
+                    url.host_str().unwrap_or_default()
+                ),
+            ));
+        }
+        let cleartext_host = (url.scheme() == "http" && !is_loopback(&url))
+            .then(|| url.host_str().unwrap_or_default().to_owned());
+        let warned = match &cleartext_host {
+            Some(host) if self.headers.keys().any(is_sensitive) => {
+                warn_cleartext_credentials(host);
+                true
+            }
+            _ => false,
+        };
         let client = match self.client {
             Some(client) => client,
             None => {
@@ -237,7 +308,18 @@ impl HttpTransportBuilder {
                     .tcp_nodelay(self.tcp_nodelay)
                     .pool_idle_timeout(self.pool_idle_timeout)
                     .tcp_keepalive(self.tcp_keepalive)
-                    .http2_adaptive_window(self.http2_adaptive_window);
+                    .http2_adaptive_window(self.http2_adaptive_window)
+                    .redirect(redirect_policy())
+                    .https_only(self.https_only)
+                    // Never ask for a compressed body, whatever reqwest features another crate
+                    // turns on: a compressed answer is then always a typed decode error.
+                    .no_gzip()
+                    .no_brotli()
+                    .no_deflate()
+                    .no_zstd();
+                if self.http2_prior_knowledge {
+                    builder = builder.http2_prior_knowledge();
+                }
                 if let Some(timeout) = self.connect_timeout {
                     builder = builder.connect_timeout(timeout);
                 }
@@ -273,12 +355,60 @@ impl HttpTransportBuilder {
             headers,
             timeout: self.timeout,
             max_response_bytes: self.max_response_bytes,
+            cleartext_host,
+            warned: AtomicBool::new(warned),
         }))
     }
 }
 
 pub(crate) fn is_sensitive(name: &HeaderName) -> bool {
     SENSITIVE_HEADERS.contains(&name.as_str())
+}
+
+/// Whether a URL's host is this machine: `localhost`, `127.0.0.0/8` or `::1`.
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let host = url.host_str().unwrap_or_default();
+    let host = host
+        .strip_prefix('[')
+        .and_then(|host| host.strip_suffix(']'))
+        .unwrap_or(host);
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Warns that credentials are about to cross the network in cleartext. Names the host, never
+/// a header value.
+pub(crate) fn warn_cleartext_credentials(host: &str) {
+    tracing::warn!(
+        host,
+        "credentials will be sent over plain http to a host that is not loopback: anyone on \
+         the network path can read them; use an https base URL (https_only(true) enforces it)"
+    );
+}
+
+/// The redirect policy of the transport's own client: follow at most [`MAX_REDIRECTS`], and
+/// only within the origin of the request. reqwest strips `authorization` (not `api-key` or
+/// `x-api-key`) from a redirect to another host; not following it at all keeps every key
+/// with the host it was meant for. A redirect not followed comes back as the 3xx response.
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let within_origin = attempt
+            .previous()
+            .first()
+            .is_some_and(|origin| same_origin(origin, attempt.url()));
+        if within_origin && attempt.previous().len() <= MAX_REDIRECTS {
+            attempt.follow()
+        } else {
+            attempt.stop()
+        }
+    })
+}
+
+/// Whether two URLs share scheme, host and port.
+pub(crate) fn same_origin(a: &reqwest::Url, b: &reqwest::Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
 }
 
 #[cfg(test)]
@@ -316,6 +446,59 @@ mod tests {
             .unwrap_err();
         assert_eq!(error.kind(), ErrorKind::Config);
         assert!(error.to_string().contains("x-bad"));
+    }
+
+    #[test]
+    fn https_only_refuses_every_plain_http_base_url() {
+        for base in [
+            "http://api.example.com/v1",
+            "http://127.0.0.1:8080/v1",
+            "http://localhost/v1",
+        ] {
+            let error = HttpTransportBuilder::default()
+                .base_url(base)
+                .https_only(true)
+                .build()
+                .unwrap_err();
+            assert_eq!(error.kind(), ErrorKind::Config, "{base}");
+            assert!(error.to_string().contains("https_only"), "{error}");
+        }
+        assert!(
+            HttpTransportBuilder::default()
+                .https_only(true)
+                .build()
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for (url, loopback) in [
+            ("http://127.0.0.1:1/v1", true),
+            ("http://127.8.9.10/v1", true),
+            ("http://[::1]:8080/v1", true),
+            ("http://localhost:8080/v1", true),
+            ("http://LOCALHOST/v1", true),
+            ("http://10.0.0.1/v1", false),
+            ("http://[::2]/v1", false),
+            ("http://localhost.example.com/v1", false),
+            ("http://api.openai.com/v1", false),
+        ] {
+            let url = reqwest::Url::parse(url).unwrap();
+            assert_eq!(is_loopback(&url), loopback, "{url}");
+        }
+    }
+
+    #[test]
+    fn origins() {
+        let url = |text| reqwest::Url::parse(text).unwrap();
+        assert!(same_origin(&url("https://h/a"), &url("https://h:443/b?c")));
+        assert!(!same_origin(&url("https://h/a"), &url("http://h/a")));
+        assert!(!same_origin(&url("http://h:1/a"), &url("http://h:2/a")));
+        assert!(!same_origin(
+            &url("http://127.0.0.1/a"),
+            &url("http://localhost/a")
+        ));
     }
 
     #[test]

@@ -13,6 +13,16 @@
 //! and fills [`ResponseMeta`](chatstack_proto::ResponseMeta) with the status, request id,
 //! rate-limit snapshot and latency. Whatever the server sends, it does not panic.
 //!
+//! A success is not taken on trust: an error envelope in a 200 is the provider's error; a
+//! body that is not what was asked for (an HTML page from a proxy, bytes that are not UTF-8,
+//! a compressed body the transport never asked for) is an [`ErrorKind::Decode`] that says
+//! what it got; a body past the cap is refused as it passes it, without being read whole.
+//! Keys stay with their host: redirects are followed only within the origin of the request,
+//! `https_only` refuses plain `http`, and a key bound for another machine over plain `http`
+//! is warned about (see [`HttpTransportBuilder`]).
+//!
+//! [`ErrorKind::Decode`]: chatstack_proto::ErrorKind::Decode
+//!
 //! ```
 //! use chatstack_mock::{MockConfig, MockServer};
 //! use chatstack_proto::{ChatRequest, Message};

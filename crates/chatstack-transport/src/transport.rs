@@ -4,6 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -13,12 +14,14 @@ use chatstack_proto::{
     StreamRequest, TimeoutKind,
 };
 use http::HeaderMap;
-use http::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
+use http::header::{ACCEPT, HeaderValue, LOCATION};
 use reqwest_middleware::ClientWithMiddleware;
 use tokio::time::Instant;
 
-use crate::body::{self, SseBody};
-use crate::config::{HttpTransportBuilder, is_sensitive};
+use crate::body;
+use crate::config::{
+    HttpTransportBuilder, MAX_REDIRECTS, is_sensitive, same_origin, warn_cleartext_credentials,
+};
 
 /// The innermost service of a chatstack stack: sends requests over HTTP.
 ///
@@ -36,6 +39,10 @@ pub(crate) struct Inner {
     pub(crate) headers: HeaderMap,
     pub(crate) timeout: Option<Duration>,
     pub(crate) max_response_bytes: usize,
+    /// The host, when requests go over plain `http` to another machine.
+    pub(crate) cleartext_host: Option<String>,
+    /// Whether sending credentials to `cleartext_host` was warned about already.
+    pub(crate) warned: AtomicBool,
 }
 
 impl fmt::Debug for HttpTransport {
@@ -77,20 +84,15 @@ impl HttpTransport {
             let status = response.status();
             // Taken, not cloned: the body read below needs only the response's body.
             let headers = std::mem::take(response.headers_mut());
-            let event_stream = is_event_stream(&headers);
+            body::check_encoding(status, &headers)?;
             let body = body::read_capped(response, self.inner.max_response_bytes).await?;
-            body::decode_unary(
-                status,
-                &headers,
-                &body,
-                event_stream,
-                self.inner.max_response_bytes,
+            body::decode_unary(status, &headers, &body, self.inner.max_response_bytes).map(
+                |mut chat| {
+                    chat.meta = meta;
+                    chat.meta.latency = started.elapsed();
+                    chat
+                },
             )
-            .map(|mut chat| {
-                chat.meta = meta;
-                chat.meta.latency = started.elapsed();
-                chat
-            })
         };
         let result = match self.inner.timeout {
             Some(limit) => tokio::time::timeout(limit, exchange)
@@ -101,24 +103,29 @@ impl HttpTransport {
         result.map_err(|error| error.with_attempts(1))
     }
 
-    /// Sends a streaming request; returns once the response headers arrived and the status
-    /// is a success. The chunks follow on the returned stream.
+    /// Sends a streaming request; returns once the response headers arrived, the status is a
+    /// success and the body can be an event stream. The chunks follow on the returned stream.
+    ///
+    /// A success that cannot be a stream fails here with [`ErrorKind::Decode`]: a compressed
+    /// body, or one labelled neither `text/event-stream` nor JSON whose first bytes are not
+    /// an event stream either (a proxy's HTML page); the message names the content type.
     pub async fn stream(&self, request: StreamRequest) -> Result<ChatStream, Error> {
         let http_request = self.prepare(request.0, true)?;
         let started = Instant::now();
-        let sent = self.execute(http_request);
-        let response = match self.inner.timeout {
-            Some(limit) => tokio::time::timeout(limit, sent)
+        let opened = async {
+            let response = self.execute(http_request).await?;
+            let meta = response_meta(&response, started);
+            let body = body::open_stream(response, self.inner.max_response_bytes).await?;
+            Ok((body, meta))
+        };
+        let (body, meta) = match self.inner.timeout {
+            Some(limit) => tokio::time::timeout(limit, opened)
                 .await
                 .unwrap_or_else(|_| Err(total_timeout(limit))),
-            None => sent.await,
+            None => opened.await,
         }
         .map_err(|error| error.with_attempts(1))?;
-        let meta = response_meta(&response, started);
-        Ok(ChatStream::new(
-            SseBody::new(response, self.inner.max_response_bytes),
-            meta,
-        ))
+        Ok(ChatStream::new(body, meta))
     }
 
     fn prepare(&self, mut request: ChatRequest, stream: bool) -> Result<reqwest::Request, Error> {
@@ -143,12 +150,23 @@ impl HttpTransport {
             if let Some(name) = name {
                 if is_sensitive(&name) {
                     value.set_sensitive(true);
+                    self.warn_if_cleartext();
                 }
                 headers.insert(name, value);
             }
         }
         *http_request.body_mut() = Some(Bytes::from(body).into());
         Ok(http_request)
+    }
+
+    /// Warns, once per transport, that a credential is about to go over plain `http` to
+    /// another machine.
+    fn warn_if_cleartext(&self) {
+        if let Some(host) = &self.inner.cleartext_host {
+            if !self.inner.warned.swap(true, Relaxed) {
+                warn_cleartext_credentials(host);
+            }
+        }
     }
 
     /// Sends the request; a non-success status becomes an error built from its body.
@@ -164,23 +182,55 @@ impl HttpTransport {
             return Ok(response);
         }
         let headers = std::mem::take(response.headers_mut());
+        let url = response.url().clone();
         let body = body::read_error_body(response).await;
-        Err(Error::from_response(status, &headers, &body))
+        let error = Error::from_response(status, &headers, &body);
+        if status.is_redirection() {
+            return Err(redirect_not_followed(error, &url, &headers));
+        }
+        Err(error)
     }
 }
+
+/// Says why a 3xx came back instead of being followed. Names only the origin it pointed to:
+/// a path or a query may carry a token.
+fn redirect_not_followed(error: Error, from: &reqwest::Url, headers: &HeaderMap) -> Error {
+    let target = headers
+        .get(LOCATION)
+        .and_then(|location| location.to_str().ok())
+        .and_then(|location| from.join(location).ok());
+    let note = match target {
+        Some(target) if same_origin(from, &target) => format!(
+            "a redirect within the origin was not followed (at most {MAX_REDIRECTS} in a row are)"
+        ),
+        Some(target) => format!(
+            "the redirect to {} was not followed: it leaves {}, and credentials never follow \
+             a redirect to another origin",
+            target.origin().ascii_serialization(),
+            from.origin().ascii_serialization()
+        ),
+        None => "a redirect without a usable Location was not followed".to_owned(),
+    };
+    error.with_context(&note.clone(), |_| RedirectNotFollowed(note))
+}
+
+/// The cause of an error for a redirect the transport did not follow.
+#[derive(Debug)]
+struct RedirectNotFollowed(String);
+
+impl fmt::Display for RedirectNotFollowed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RedirectNotFollowed {}
 
 fn total_timeout(limit: Duration) -> Error {
     Error::new(
         ErrorKind::Timeout(TimeoutKind::Total),
         format!("no complete response within {limit:?}"),
     )
-}
-
-fn is_event_stream(headers: &HeaderMap) -> bool {
-    headers
-        .get(CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.trim_start().starts_with("text/event-stream"))
 }
 
 fn response_meta(response: &reqwest::Response, started: Instant) -> ResponseMeta {

@@ -1,63 +1,19 @@
-//! The transport over real loopback HTTP against chatstack-mock: successes, every fault the
-//! mock injects, and the typed error each one maps to.
+//! The transport over real loopback HTTP against chatstack-mock: successes, HTTP/2, the
+//! status and connection faults, and the typed error each one maps to. The faults of a body
+//! that is not what it claims are in `faults.rs`; redirects and cleartext keys in
+//! `security.rs`.
+
+mod common;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chatstack_mock::{MockConfig, MockServer};
-use chatstack_proto::{
-    ChatRequest, ChatStream, Error, ErrorKind, LlmResponse, Message, StreamRequest, TimeoutKind,
-    Usage,
-};
+use chatstack_proto::{ErrorKind, LlmResponse, StreamRequest, TimeoutKind, Usage};
 use chatstack_transport::HttpTransport;
+use common::*;
 use futures_util::StreamExt;
 use tower::ServiceExt;
-
-async fn mock() -> MockServer {
-    MockServer::start(MockConfig::default()).await.unwrap()
-}
-
-fn transport(mock: &MockServer) -> HttpTransport {
-    HttpTransport::builder()
-        .base_url(mock.url())
-        .build()
-        .unwrap()
-}
-
-fn request() -> ChatRequest {
-    ChatRequest::new(
-        "gpt-4.1",
-        [
-            Message::system("Be brief."),
-            Message::user("Name three rivers."),
-        ],
-    )
-}
-
-fn with_fault(fault: &str) -> ChatRequest {
-    let mut request = request();
-    request
-        .meta
-        .headers
-        .insert("x-mock-fault", fault.parse().unwrap());
-    request
-}
-
-/// Reads a stream to its end: the chunks' text, and the error it ended with, if any.
-async fn drain(mut stream: ChatStream) -> (String, usize, Option<Error>) {
-    let mut text = String::new();
-    let mut chunks = 0;
-    while let Some(item) = stream.next().await {
-        match item {
-            Ok(chunk) => {
-                chunks += 1;
-                text.extend(chunk.text());
-            }
-            Err(error) => return (text, chunks, Some(error)),
-        }
-    }
-    (text, chunks, None)
-}
 
 #[tokio::test]
 async fn unary_success_carries_body_and_metadata() {
@@ -399,4 +355,34 @@ async fn dropping_a_stream_early_reports_it_as_cancelled() {
     assert_eq!(*cancelled.lock().unwrap(), None, "not complete yet");
     drop(stream);
     assert_eq!(*cancelled.lock().unwrap(), Some(true));
+}
+
+#[tokio::test]
+async fn http2_with_prior_knowledge_serves_unary_and_streams() {
+    let mock = mock().await;
+    let transport = HttpTransport::builder()
+        .base_url(mock.url())
+        .http2_prior_knowledge(true)
+        .build()
+        .unwrap();
+    let unary = transport.send(request()).await.unwrap();
+    let streamed = transport
+        .stream(StreamRequest(request().include_usage()))
+        .await
+        .unwrap()
+        .collect_response()
+        .await
+        .unwrap();
+    assert_eq!(streamed.text(), unary.text());
+    assert_eq!(streamed.usage, unary.usage);
+    assert_eq!(mock.counters().http2_requests(), 2, "both over HTTP/2");
+    // A fault still maps to its kind.
+    let error = transport.send(with_fault("503")).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Server);
+    assert_eq!(mock.counters().http2_requests(), 3);
+
+    // Off (the default), the transport speaks HTTP/1.1 to a plain-http server.
+    common::transport(&mock).send(request()).await.unwrap();
+    assert_eq!(mock.counters().http2_requests(), 3);
+    assert_eq!(mock.counters().total(), 4);
 }
