@@ -827,3 +827,22 @@ mod http_tests {
         assert_eq!(mock.counters().snapshot().status(200), 300);
     }
 }
+
+/// Found by the `price_loader` fuzz target: absurd prices (a price file is user input) and
+/// absurd counts (usage is server input) used to overflow the sum of the categories.
+#[test]
+fn absurd_prices_and_counts_saturate_instead_of_overflowing() {
+    let mut table = PriceTable::new();
+    table
+        .load_litellm_json(r#"{"m": {"input_cost_per_token": 1e8, "output_cost_per_token": 1e8}}"#)
+        .unwrap();
+    let pricing = Pricing::new(table);
+    let mut huge = usage(u64::MAX, u64::MAX, u64::MAX, u64::MAX, u64::MAX);
+    huge.total_tokens = u64::MAX;
+    let cost = pricing.price("m", Some(&huge)).unwrap();
+    assert_eq!(cost.cost, Usd::MAX);
+    // A price past u64 pico-dollars ($18.4M a token) saturates as it is read, and a sane
+    // usage on that table prices at the saturated rate.
+    let one = pricing.price("m", Some(&usage(1, 0, 0, 0, 0))).unwrap();
+    assert_eq!(one.cost, Usd::from_nanos(u64::MAX.div_ceil(1000)));
+}

@@ -150,12 +150,15 @@ impl ProviderError {
     /// non-empty plain text. `None` for an empty body or JSON that carries no error.
     pub fn from_body(body: &[u8]) -> Option<Self> {
         let text = String::from_utf8_lossy(body);
-        let trimmed = text.trim();
+        let mut trimmed = text.trim();
         if trimmed.is_empty() {
             return None;
         }
+        let first_event;
         if trimmed.starts_with("data:") || trimmed.starts_with("event:") {
-            // An error sent as a stream (LiteLLM's mid-stream 503): read its first event.
+            // An error sent as a stream (LiteLLM's mid-stream 503): read its first event,
+            // once. Its data is read as a body, never unwrapped again: a hostile
+            // `data:data:data:...` must not recurse.
             let mut decoder = crate::sse::SseDecoder::new();
             decoder.feed(trimmed.as_bytes());
             let event = match decoder.next_event() {
@@ -163,7 +166,8 @@ impl ProviderError {
                 _ => decoder.finish(),
             };
             if let Some(event) = event.filter(|e| !e.data.trim().is_empty()) {
-                return Self::from_body(event.data.as_bytes());
+                first_event = event.data;
+                trimmed = first_event.trim();
             }
         }
         let Ok(value) = serde_json::from_str::<serde_json::Value>(trimmed) else {

@@ -305,12 +305,13 @@ pub struct Usage {
 }
 
 impl Usage {
-    /// Usage with the given prompt and completion counts and no details.
+    /// Usage with the given prompt and completion counts and no details; the total
+    /// saturates at `u64::MAX`.
     pub fn new(prompt_tokens: u64, completion_tokens: u64) -> Self {
         Self {
             prompt_tokens,
             completion_tokens,
-            total_tokens: prompt_tokens + completion_tokens,
+            total_tokens: prompt_tokens.saturating_add(completion_tokens),
             ..Self::default()
         }
     }

@@ -219,12 +219,18 @@ pub(crate) struct Rates {
 
 impl Rates {
     fn picos(&self, tokens: &TokenCounts) -> u128 {
+        // Each product fits in a u128 (at most (2^64 - 1)^2); their sum may not, for absurd
+        // prices or counts from a hostile server or price file, so it saturates.
         let cost = |count: u64, rate: u64| u128::from(count) * u128::from(rate);
-        cost(tokens.input, self.input)
-            + cost(tokens.cached_input, self.cached_input)
-            + cost(tokens.cache_write, self.cache_write)
-            + cost(tokens.output, self.output)
-            + cost(tokens.reasoning, self.reasoning)
+        [
+            cost(tokens.input, self.input),
+            cost(tokens.cached_input, self.cached_input),
+            cost(tokens.cache_write, self.cache_write),
+            cost(tokens.output, self.output),
+            cost(tokens.reasoning, self.reasoning),
+        ]
+        .into_iter()
+        .fold(0, u128::saturating_add)
     }
 }
 
@@ -359,8 +365,8 @@ impl ModelPrice {
         let rates = self.rates(self.is_long_context(prompt_tokens), ttl);
         let prompt_rate = rates.input.max(rates.cache_write);
         let completion_rate = rates.output.max(rates.reasoning);
-        u128::from(prompt_tokens) * u128::from(prompt_rate)
-            + u128::from(output_tokens) * u128::from(completion_rate)
+        (u128::from(prompt_tokens) * u128::from(prompt_rate))
+            .saturating_add(u128::from(output_tokens) * u128::from(completion_rate))
     }
 
     /// The rates in force for a request: the base ones, or the long-context tier's.
