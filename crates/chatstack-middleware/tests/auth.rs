@@ -2,6 +2,7 @@
 //! revocation, over `service_fn`s that inspect the request and over real loopback HTTP
 //! through `HttpTransport` against chatstack-mock; and that the key shows up nowhere.
 #![cfg(feature = "auth")]
+#![forbid(unsafe_code)]
 
 mod capture;
 mod support;
@@ -142,11 +143,30 @@ fn with_header(mut request: ChatRequest, name: &'static str, value: &str) -> Cha
     request
 }
 
-/// Sets an environment variable. Each test uses its own variable; Rust's `std::env` locks
-/// around every access, and nothing in these tests reads the environment from C.
-fn set_env(var: &str, value: &str) {
-    // SAFETY: see above; no other thread reads or writes this variable.
-    unsafe { std::env::set_var(var, value) };
+/// Set in the child process of [`in_child_with_env`].
+const CHILD: &str = "CHATSTACK_AUTH_TEST_CHILD";
+
+/// Runs the test named `test` again in a child process of this test binary with `vars` set
+/// and fails if it fails there; returns `true` in the parent, which then has nothing left to
+/// do. Environment variables belong to the whole process: setting them in a running,
+/// multi-threaded test binary would take `unsafe`, which no crate of chatstack uses.
+fn in_child_with_env(test: &str, vars: &[(&str, &str)]) -> bool {
+    if std::env::var_os(CHILD).is_some() {
+        return false;
+    }
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .envs(vars.iter().copied())
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{test} failed in its child process:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    true
 }
 
 fn temp_file(name: &str, content: &str) -> PathBuf {
@@ -217,7 +237,12 @@ async fn a_request_that_brings_its_own_key_keeps_it_and_never_revokes_a_pool_key
 
 #[tokio::test]
 async fn env_var_is_trimmed_and_accepted_over_the_wire() {
-    set_env("CHATSTACK_TEST_TRIMMED_KEY", "sk-abc\n");
+    if in_child_with_env(
+        "env_var_is_trimmed_and_accepted_over_the_wire",
+        &[("CHATSTACK_TEST_TRIMMED_KEY", "sk-abc\n")],
+    ) {
+        return;
+    }
     let (server, transport) = mock(MockConfig::default().api_key("sk-abc")).await;
     let mut service = AuthLayer::from_env("CHATSTACK_TEST_TRIMMED_KEY")
         .unwrap()
@@ -229,7 +254,15 @@ async fn env_var_is_trimmed_and_accepted_over_the_wire() {
 
 #[test]
 fn env_var_errors_are_config_errors_that_name_the_variable_and_never_the_value() {
-    set_env("CHATSTACK_TEST_BLANK_KEY", " \r\n\t ");
+    if in_child_with_env(
+        "env_var_errors_are_config_errors_that_name_the_variable_and_never_the_value",
+        &[
+            ("CHATSTACK_TEST_BLANK_KEY", " \r\n\t "),
+            ("CHATSTACK_TEST_SPACED_KEY", "sk-two words-0123456789abcdef"),
+        ],
+    ) {
+        return;
+    }
     let blank = ApiKey::from_env("CHATSTACK_TEST_BLANK_KEY").unwrap_err();
     assert_eq!(blank.kind(), ErrorKind::Config);
     assert!(
@@ -247,7 +280,6 @@ fn env_var_errors_are_config_errors_that_name_the_variable_and_never_the_value()
         "{unset}"
     );
 
-    set_env("CHATSTACK_TEST_SPACED_KEY", "sk-two words-0123456789abcdef");
     let spaced = ApiKey::from_env("CHATSTACK_TEST_SPACED_KEY").unwrap_err();
     assert_eq!(spaced.kind(), ErrorKind::Config);
     let text = format!("{spaced} {spaced:?}");
@@ -555,12 +587,20 @@ impl Texts {
 
 #[tokio::test]
 async fn the_key_appears_in_no_debug_display_error_or_trace_output() {
+    let env_value = format!("{KEY_A}\n");
+    if in_child_with_env(
+        "the_key_appears_in_no_debug_display_error_or_trace_output",
+        &[
+            ("CHATSTACK_TEST_LEAK_KEY", env_value.as_str()),
+            ("CHATSTACK_TEST_LEAK_BLANK", "\n"),
+        ],
+    ) {
+        return;
+    }
     let capture = Capture::default();
     let _installed = capture.install();
     let mut texts = Texts(Vec::new());
 
-    set_env("CHATSTACK_TEST_LEAK_KEY", &format!("{KEY_A}\n"));
-    set_env("CHATSTACK_TEST_LEAK_BLANK", "\n");
     let env_key = ApiKey::from_env("CHATSTACK_TEST_LEAK_KEY").unwrap();
     let blank = ApiKey::from_env("CHATSTACK_TEST_LEAK_BLANK").unwrap_err();
     texts.add_error(&blank);

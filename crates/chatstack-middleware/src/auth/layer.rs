@@ -91,8 +91,10 @@ pub fn is_key_rejected(error: &Error) -> bool {
 /// use chatstack_middleware::auth::{ApiKey, AuthLayer, AuthScheme, KeySource};
 ///
 /// # fn main() -> Result<(), chatstack_middleware::Error> {
-/// # unsafe { std::env::set_var("ANTHROPIC_API_KEY", "sk-ant-api03-0123456789abcdefWXYZ\n") };
-/// let anthropic = AuthLayer::from_env("ANTHROPIC_API_KEY")?.scheme(AuthScheme::XApiKey);
+/// // A key from the environment (an error that names the variable if it is unset):
+/// fn anthropic() -> Result<AuthLayer, chatstack_middleware::Error> {
+///     Ok(AuthLayer::from_env("ANTHROPIC_API_KEY")?.scheme(AuthScheme::XApiKey))
+/// }
 /// let pool = AuthLayer::pool([
 ///     ApiKey::new("sk-proj-first-key-0123456789AAAA")?,
 ///     ApiKey::new("sk-proj-second-key-012345678BBBB")?,
