@@ -1,74 +1,26 @@
 //! A batch's memory does not grow with the number of requests: peak heap and peak resident
 //! requests of a 1,000- and a 100,000-request batch of a cheap in-process reply.
 //!
-//! This test binary counts heap bytes with a global allocator that wraps the system one.
-//! That needs `unsafe impl GlobalAlloc`: the library crates forbid `unsafe`, a test binary is
-//! its own crate, and this is the only unsafe code of the workspace's tests. It lives in its
-//! own file (so its own binary, with this single test) so that no other test allocates while
-//! it measures.
+//! This test binary counts heap bytes with `peak_alloc`'s global allocator, which wraps the
+//! system one and keeps the bytes live now and their peak (resettable): so the binary itself
+//! has no `unsafe` (counting needs `unsafe impl GlobalAlloc`, which lives in that crate). It
+//! lives in its own file (so its own binary, with this single test) so that no other test
+//! allocates while it measures.
+#![forbid(unsafe_code)]
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chatstack::middleware::cost::{CostLayer, CostLedger};
 use chatstack::{ChatRequest, ChatResponse, Error, Message, Usage, batch};
 use futures_util::StreamExt;
+use peak_alloc::PeakAlloc;
 use tower::ServiceBuilder;
 
 /// The system allocator, counting the bytes live now and their peak.
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-fn grew(bytes: usize) {
-    let live = LIVE.fetch_add(bytes, Ordering::Relaxed) + bytes;
-    PEAK.fetch_max(live, Ordering::Relaxed);
-}
-
-// SAFETY: every method forwards to `System` with the caller's arguments, so it upholds
-// `GlobalAlloc`'s contract exactly as `System` does; the counting only touches atomics and
-// never allocates.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded unchanged; the caller upholds `alloc`'s contract.
-        let ptr = unsafe { System.alloc(layout) };
-        if !ptr.is_null() {
-            grew(layout.size());
-        }
-        ptr
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded unchanged; the caller upholds `alloc_zeroed`'s contract.
-        let ptr = unsafe { System.alloc_zeroed(layout) };
-        if !ptr.is_null() {
-            grew(layout.size());
-        }
-        ptr
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded unchanged; `ptr` came from this allocator, that is from `System`.
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: forwarded unchanged; `ptr` came from `System` with `layout`.
-        let new = unsafe { System.realloc(ptr, layout, new_size) };
-        if !new.is_null() {
-            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-            grew(new_size);
-        }
-        new
-    }
-}
-
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static HEAP: PeakAlloc = PeakAlloc;
 
 const CONCURRENCY: usize = 64;
 
@@ -116,8 +68,8 @@ async fn run(n: u64, in_order: bool) -> Run {
         })
     };
 
-    let baseline = LIVE.load(Ordering::Relaxed);
-    PEAK.store(baseline, Ordering::Relaxed);
+    let baseline = HEAP.current_usage();
+    HEAP.reset_peak_usage();
     let start = Instant::now();
     let results = batch(service, requests, CONCURRENCY);
     let mut results = if in_order {
@@ -136,7 +88,7 @@ async fn run(n: u64, in_order: bool) -> Run {
     }
     let elapsed = start.elapsed();
     drop(results);
-    let peak_heap = PEAK.load(Ordering::Relaxed) - baseline;
+    let peak_heap = HEAP.peak_usage().saturating_sub(baseline);
 
     assert_eq!(next, n, "N in, N out");
     assert_eq!(ledger.snapshot().total.requests, n);
