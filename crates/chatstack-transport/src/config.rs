@@ -310,6 +310,9 @@ impl HttpTransportBuilder {
                     .tcp_keepalive(self.tcp_keepalive)
                     .http2_adaptive_window(self.http2_adaptive_window)
                     .redirect(redirect_policy())
+                    // Retries live in one place, the retry layer, where they are counted and
+                    // budgeted: reqwest's own (HTTP/2 GOAWAY, REFUSED_STREAM) are off.
+                    .retry(reqwest::retry::never())
                     .https_only(self.https_only)
                     // Never ask for a compressed body, whatever reqwest features another crate
                     // turns on: a compressed answer is then always a typed decode error.
