@@ -26,8 +26,11 @@ pub const API_KEY_VAR: &str = "OPENAI_API_KEY";
 pub const BASE_URL_VAR: &str = "OPENAI_BASE_URL";
 
 /// The default limit of one attempt: 600 s, the OpenAI SDKs' timeout. For a unary call it
-/// covers the whole response; for a stream, until its headers (the chunks are held by the
-/// first-chunk and idle limits, so a long answer that keeps streaming is never cut).
+/// covers the whole response; for a stream, until its headers. The chunks are held by the
+/// first-chunk and idle limits and by the stream limit
+/// ([`DEFAULT_STREAM_TOTAL`](chatstack_middleware::timeout::DEFAULT_STREAM_TOTAL), an hour
+/// from the call to the stream's end), so a long answer that keeps streaming is not cut,
+/// but a server that drips empty events forever is.
 pub const DEFAULT_TOTAL_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The default limit from a stream's call to its first chunk: 120 s. Long enough for a
@@ -90,7 +93,7 @@ enum BudgetSetting {
 /// | retry | on: [`RetryLayer::new`] (3 attempts, 0.5 s · 2ⁿ backoff capped at 8 s, `retry-after` up to 60 s, a 20 % retry budget) | [`retry`](Self::retry) | [`no_retry`](Self::no_retry) |
 /// | circuit breaker | on: per model, [`CircuitBreakerConfig::default`] (opens at 50 % failures of the last 20 calls, after 10; 30 s open) | [`circuit_breaker`](Self::circuit_breaker), [`circuit_breaker_layer`](Self::circuit_breaker_layer) | [`no_circuit_breaker`](Self::no_circuit_breaker) |
 /// | rate limit | off | [`rate_limit`](Self::rate_limit), [`rate_limit_layer`](Self::rate_limit_layer) | — |
-/// | timeout | on: [`DEFAULT_TOTAL_TIMEOUT`] (600 s) per attempt, [`DEFAULT_FIRST_CHUNK_TIMEOUT`] (120 s) to a stream's first chunk, [`DEFAULT_IDLE_TIMEOUT`] (60 s) between chunks | [`timeout`](Self::timeout) | [`no_timeout`](Self::no_timeout) |
+/// | timeout | on: [`DEFAULT_TOTAL_TIMEOUT`] (600 s) per attempt, [`DEFAULT_FIRST_CHUNK_TIMEOUT`] (120 s) to a stream's first chunk, [`DEFAULT_IDLE_TIMEOUT`] (60 s) between chunks, an hour for a whole stream | [`timeout`](Self::timeout) | [`no_timeout`](Self::no_timeout) |
 /// | auth | off until a key is given | [`api_key`](Self::api_key), [`auth`](Self::auth) | — |
 /// | transport | OpenAI's base URL, 10 s connect timeout, 600 s total, 16 MiB body cap | [`base_url`](Self::base_url), [`transport`](Self::transport) | — |
 ///

@@ -86,7 +86,8 @@ pub enum ErrorKind {
 pub enum TimeoutKind {
     /// Establishing the connection.
     Connect,
-    /// The whole attempt (for a stream: until its headers, unless configured otherwise).
+    /// The whole attempt (for a stream: until its headers), or a stream's own limit from
+    /// the call to its end.
     Total,
     /// A stream's first chunk did not arrive in time.
     FirstChunk,

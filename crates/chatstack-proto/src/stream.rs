@@ -680,7 +680,11 @@ impl Stream for ChatStream {
                 this.progress.record(&chunk);
                 Poll::Ready(Some(Ok(chunk)))
             }
-            Poll::Ready(Some(Err(error))) => {
+            Poll::Ready(Some(Err(mut error))) => {
+                // An error after the stream started belongs to the attempts that started it.
+                if error.attempts() == 0 {
+                    error = error.with_attempts(this.meta.attempts);
+                }
                 this.end(Some(&error), false);
                 Poll::Ready(Some(Err(error)))
             }

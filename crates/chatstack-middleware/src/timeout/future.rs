@@ -13,27 +13,59 @@ use tokio::time::{Instant, Sleep};
 use super::layer::TimeoutConfig;
 use super::stream::TimeoutStream;
 
-/// One limit: which kind of timeout it is, and its value (for the error message).
+/// Which of the limits of a [`TimeoutConfig`] a [`Limit`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Which {
+    /// [`TimeoutConfig::total`].
+    Total,
+    /// [`TimeoutConfig::first_chunk`].
+    FirstChunk,
+    /// [`TimeoutConfig::idle`].
+    Idle,
+    /// [`TimeoutConfig::stream_total`].
+    StreamTotal,
+}
+
+/// One limit: which one it is, and its value (for the error message).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limit {
-    pub(crate) kind: TimeoutKind,
+    pub(crate) which: Which,
     pub(crate) limit: Duration,
 }
 
 impl Limit {
+    /// The limit `which`, of `limit`.
+    pub(crate) fn new(which: Which, limit: Duration) -> Self {
+        Self { which, limit }
+    }
+
+    /// The kind of timeout error it ends with: the stream-total limit is a `Total` one, since
+    /// it bounds the whole attempt of a stream.
+    pub(crate) fn kind(&self) -> TimeoutKind {
+        match self.which {
+            Which::Total | Which::StreamTotal => TimeoutKind::Total,
+            Which::FirstChunk => TimeoutKind::FirstChunk,
+            Which::Idle => TimeoutKind::Idle,
+        }
+    }
+
     /// The error of this limit passing; `chunks` is how many chunks arrived before.
     pub(crate) fn error(&self, chunks: u64) -> Error {
         let limit = self.limit;
-        let message = match self.kind {
-            TimeoutKind::FirstChunk => {
+        let message = match self.which {
+            Which::Total => format!("no response within the total limit of {limit:?}"),
+            Which::FirstChunk => {
                 format!("no first chunk within the first-chunk limit of {limit:?} from the call")
             }
-            TimeoutKind::Idle => {
+            Which::Idle => {
                 format!("no chunk within the idle limit of {limit:?} after chunk {chunks}")
             }
-            _ => format!("no response within the total limit of {limit:?}"),
+            Which::StreamTotal => format!(
+                "the stream did not end within the stream-total limit of {limit:?} from the \
+                 call ({chunks} chunks arrived)"
+            ),
         };
-        Error::new(ErrorKind::Timeout(self.kind), message)
+        Error::new(ErrorKind::Timeout(self.kind()), message)
     }
 }
 

@@ -13,6 +13,16 @@ use super::service::Timeout;
 /// even when nothing was configured.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// The default [`stream_total`](TimeoutConfig::stream_total) limit: one hour from the call
+/// to a stream's end.
+///
+/// The other limits cannot end a stream that keeps sending (a provider or proxy that drips
+/// keep-alive chunks and never `[DONE]`): every chunk restarts the idle limit. This bound
+/// does, and is long enough never to cut a real answer: the longest outputs models give
+/// (about 100,000 tokens) stream in well under an hour at the tens of tokens a second
+/// providers serve.
+pub const DEFAULT_STREAM_TOTAL: Duration = Duration::from_secs(3600);
+
 /// The limits of a [`TimeoutLayer`]: each `None` turns that limit off.
 ///
 /// ```
@@ -22,9 +32,11 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 /// let config = TimeoutConfig::default()
 ///     .total(Duration::from_secs(30))
 ///     .first_chunk(Duration::from_secs(10))
-///     .idle(None);
+///     .idle(None)
+///     .stream_total(Duration::from_secs(1800));
 /// assert_eq!(config.total, Some(Duration::from_secs(30)));
 /// assert_eq!(config.idle, None);
+/// assert_eq!(config.stream_total, Some(Duration::from_secs(1800)));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -39,6 +51,11 @@ pub struct TimeoutConfig {
     /// For a stream: the longest silence between one chunk and the next. Fails with
     /// `TimeoutKind::Idle`. Default [`DEFAULT_TIMEOUT`].
     pub idle: Option<Duration>,
+    /// For a stream: the limit from the call until the stream has ended (`[DONE]`, its end,
+    /// or an error), per attempt. The bound on a stream that keeps sending chunks (which
+    /// restart the idle limit) and never ends. Fails with `TimeoutKind::Total`, after the
+    /// chunks that came before. Default [`DEFAULT_STREAM_TOTAL`] (an hour).
+    pub stream_total: Option<Duration>,
 }
 
 impl Default for TimeoutConfig {
@@ -47,6 +64,7 @@ impl Default for TimeoutConfig {
             total: Some(DEFAULT_TIMEOUT),
             first_chunk: Some(DEFAULT_TIMEOUT),
             idle: Some(DEFAULT_TIMEOUT),
+            stream_total: Some(DEFAULT_STREAM_TOTAL),
         }
     }
 }
@@ -70,14 +88,22 @@ impl TimeoutConfig {
         self
     }
 
+    /// Sets the limit from the call to a stream's end (`None`: no limit, so a stream that
+    /// keeps sending may run for ever).
+    pub fn stream_total(mut self, limit: impl Into<Option<Duration>>) -> Self {
+        self.stream_total = limit.into();
+        self
+    }
+
     /// Whether the layer has anything to do with a stream once its headers have arrived.
     pub(crate) fn limits_streams(&self) -> bool {
-        self.first_chunk.is_some() || self.idle.is_some()
+        self.first_chunk.is_some() || self.idle.is_some() || self.stream_total.is_some()
     }
 }
 
 /// Applies [`Timeout`] to a service: a total limit per attempt and, for streams, a
-/// first-chunk and an idle limit. See the [module docs](super) for the semantics.
+/// first-chunk, an idle and a stream-total limit. See the [module docs](super) for the
+/// semantics.
 ///
 /// Cheap to clone (it is `Copy`). The builder methods set one limit each; `None` turns a
 /// limit off:
@@ -89,8 +115,10 @@ impl TimeoutConfig {
 /// let layer = TimeoutLayer::new()
 ///     .total(Duration::from_secs(60))
 ///     .first_chunk(Duration::from_secs(20))
-///     .idle(Duration::from_secs(5));
+///     .idle(Duration::from_secs(5))
+///     .stream_total(Duration::from_secs(900));
 /// assert_eq!(layer.config().idle, Some(Duration::from_secs(5)));
+/// assert_eq!(layer.config().stream_total, Some(Duration::from_secs(900)));
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TimeoutLayer {
@@ -128,6 +156,12 @@ impl TimeoutLayer {
     /// Sets the idle limit of a stream; see [`TimeoutConfig::idle`].
     pub fn idle(mut self, limit: impl Into<Option<Duration>>) -> Self {
         self.config = self.config.idle(limit);
+        self
+    }
+
+    /// Sets the limit from the call to a stream's end; see [`TimeoutConfig::stream_total`].
+    pub fn stream_total(mut self, limit: impl Into<Option<Duration>>) -> Self {
+        self.config = self.config.stream_total(limit);
         self
     }
 }

@@ -1,21 +1,25 @@
-//! Time limits per attempt: a total limit, and for streams a first-chunk and an idle limit.
+//! Time limits per attempt: a total limit, and for streams a first-chunk, an idle and a
+//! stream-total limit.
 //!
-//! [`TimeoutLayer`] wraps a service in [`Timeout`]. Three limits, each a distinct
+//! [`TimeoutLayer`] wraps a service in [`Timeout`]. Four limits, each an
 //! [`ErrorKind::Timeout`](chatstack_proto::ErrorKind::Timeout) whose message names the limit
 //! and its value, and each retryable ([`Error::is_retryable`](chatstack_proto::Error::is_retryable)):
 //!
-//! | limit | runs | error |
-//! |---|---|---|
-//! | [`total`](TimeoutConfig::total) | from the call until the response: a unary response whole, a stream's headers | `TimeoutKind::Total` |
-//! | [`first_chunk`](TimeoutConfig::first_chunk) | from the call until a stream's first chunk has arrived | `TimeoutKind::FirstChunk` |
-//! | [`idle`](TimeoutConfig::idle) | from one chunk of a stream until the next | `TimeoutKind::Idle` |
+//! | limit | runs | error | default |
+//! |---|---|---|---|
+//! | [`total`](TimeoutConfig::total) | from the call until the response: a unary response whole, a stream's headers | `TimeoutKind::Total` | 600 s |
+//! | [`first_chunk`](TimeoutConfig::first_chunk) | from the call until a stream's first chunk has arrived | `TimeoutKind::FirstChunk` | 600 s |
+//! | [`idle`](TimeoutConfig::idle) | from one chunk of a stream until the next | `TimeoutKind::Idle` | 600 s |
+//! | [`stream_total`](TimeoutConfig::stream_total) | from the call until a stream has ended | `TimeoutKind::Total` | an hour |
 //!
 //! A response is a stream when [`LlmResponse::as_chat_stream_mut`] gives one; unary
 //! responses get only the total limit. For a stream the total limit ends when the
-//! response (its headers) arrives, so a long answer that keeps streaming is never cut by it:
-//! a stream is held by its first-chunk and idle limits instead, and may run as long as its
-//! chunks keep coming. Every limit defaults to 600 s ([`DEFAULT_TIMEOUT`], the OpenAI SDKs'
-//! timeout); `None` turns one off.
+//! response (its headers) arrives, so a long answer that keeps streaming is not cut by it:
+//! a stream is held by its first-chunk and idle limits instead, and by the stream-total
+//! limit, the bound on its whole length. The first three default to 600 s
+//! ([`DEFAULT_TIMEOUT`], the OpenAI SDKs' timeout); the stream-total limit to an hour
+//! ([`DEFAULT_STREAM_TOTAL`]), far longer than any real answer takes. `None` turns a limit
+//! off.
 //!
 //! Details that matter:
 //!
@@ -32,6 +36,16 @@
 //!   limit only fails a poll that finds nothing to read, so a caller that reads slowly is not
 //!   mistaken for a silent provider. One timer per stream, reset per chunk: nothing is
 //!   allocated per chunk.
+//! - **A stream that never ends.** A provider or a proxy that keeps sending (keep-alive
+//!   comments and empty chunks, never `[DONE]`) restarts the idle limit with every chunk;
+//!   the stream-total limit is what ends it: the stream yields the chunks that came, then
+//!   the `Total` error, and ends. It counts from the call, and also fails a chunk that
+//!   arrives once it has passed (a stream whose chunks are always ready would otherwise
+//!   never be stopped). Before a stream's headers (for a request that says it streams) and
+//!   before its first chunk, it runs with the other limits, the earliest deciding; a
+//!   failure there is a failed call, retried like one. It needs no timer of its own and
+//!   allocates nothing: the one timer of the stream is set to whichever limit ends first,
+//!   and a chunk costs a clock read and a comparison.
 //! - **Per attempt.** Place the layer beneath retry (`retry → … → timeout → transport`) and
 //!   each attempt gets the full limits. Waiting for the inner service to be ready
 //!   (`poll_ready`, e.g. a rate limiter beneath) is not timed.
@@ -95,5 +109,5 @@ mod service;
 mod stream;
 
 pub use future::ResponseFuture;
-pub use layer::{DEFAULT_TIMEOUT, TimeoutConfig, TimeoutLayer};
+pub use layer::{DEFAULT_STREAM_TOTAL, DEFAULT_TIMEOUT, TimeoutConfig, TimeoutLayer};
 pub use service::Timeout;

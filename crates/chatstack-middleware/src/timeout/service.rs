@@ -2,16 +2,16 @@
 
 use std::task::{Context, Poll};
 
-use chatstack_proto::{Error, LlmRequest, LlmResponse, TimeoutKind};
+use chatstack_proto::{Error, LlmRequest, LlmResponse};
 use tokio::time::Instant;
 use tower::Service;
 
-use super::future::{Limit, ResponseFuture};
+use super::future::{Limit, ResponseFuture, Which};
 use super::layer::TimeoutConfig;
 
 /// Limits the time of each call of the inner service; for streams also the wait for the
-/// first chunk and the silence between chunks. Made by [`TimeoutLayer`](super::TimeoutLayer);
-/// see the [module docs](super).
+/// first chunk, the silence between chunks and the time to the stream's end. Made by
+/// [`TimeoutLayer`](super::TimeoutLayer); see the [module docs](super).
 #[derive(Debug, Clone)]
 pub struct Timeout<S> {
     inner: S,
@@ -64,27 +64,32 @@ where
     fn call(&mut self, request: R) -> Self::Future {
         let started = Instant::now();
         // Until the response arrives, the total limit runs; for a request known to ask for a
-        // stream, so does the first-chunk limit (no chunk can come before the headers), and
-        // whichever ends first decides the kind of the error. A request that does not say it
-        // streams is held to the first-chunk limit once its response turns out to be a
-        // stream.
-        let total = self.config.total.map(|limit| Limit {
-            kind: TimeoutKind::Total,
-            limit,
+        // stream, so do the first-chunk and stream-total limits (no chunk, and no end, can
+        // come before the headers), and whichever ends first decides the kind of the error
+        // (on a tie, the first in this order). A request that does not say it streams is
+        // held to the stream limits once its response turns out to be a stream.
+        let streaming = request.is_streaming();
+        let config = &self.config;
+        let limit = [
+            config.total.map(|limit| Limit::new(Which::Total, limit)),
+            config
+                .first_chunk
+                .filter(|_| streaming)
+                .map(|limit| Limit::new(Which::FirstChunk, limit)),
+            config
+                .stream_total
+                .filter(|_| streaming)
+                .map(|limit| Limit::new(Which::StreamTotal, limit)),
+        ]
+        .into_iter()
+        .flatten()
+        .reduce(|earliest, limit| {
+            if limit.limit < earliest.limit {
+                limit
+            } else {
+                earliest
+            }
         });
-        let first_chunk = self
-            .config
-            .first_chunk
-            .filter(|_| request.is_streaming())
-            .map(|limit| Limit {
-                kind: TimeoutKind::FirstChunk,
-                limit,
-            });
-        let limit = match (total, first_chunk) {
-            (Some(total), Some(first)) if first.limit < total.limit => Some(first),
-            (None, first) => first,
-            (total, _) => total,
-        };
         ResponseFuture::new(self.inner.call(request), started, limit, self.config)
     }
 }

@@ -1,25 +1,50 @@
-//! The stream wrapper that times a stream's first chunk and the gaps between chunks.
+//! The stream wrapper that times a stream's first chunk, the gaps between chunks, and the
+//! time to its end.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
-use chatstack_proto::{ChatChunk, Error, TimeoutKind};
+use chatstack_proto::{ChatChunk, Error};
 use futures_core::Stream;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
-use super::future::Limit;
+use super::future::{Limit, Which};
 use super::layer::TimeoutConfig;
+
+/// A limit in force: when it ends, and which it is.
+type Deadline = (Instant, Limit);
+
+/// The deadline that ends first of two; on a tie, `a`.
+fn earliest(a: Option<Deadline>, b: Option<Deadline>) -> Option<Deadline> {
+    match (a, b) {
+        (Some(a), Some(b)) if b.0 < a.0 => Some(b),
+        (Some(a), _) => Some(a),
+        (None, b) => b,
+    }
+}
+
+/// The deadline of `limit` (when set) counted from `from`; a limit too large to be an
+/// `Instant` is no limit.
+fn deadline(from: Instant, which: Which, limit: Option<Duration>) -> Option<Deadline> {
+    let limit = limit?;
+    Some((from.checked_add(limit)?, Limit::new(which, limit)))
+}
 
 pin_project! {
     /// Wraps the chunk stream inside a `ChatStream`: until the first chunk, the first-chunk
-    /// limit (from the call) runs; after each chunk, the idle limit starts again.
+    /// limit (from the call) runs; after each chunk, the idle limit starts again; and from
+    /// the call to the stream's end, the stream-total limit runs.
     ///
-    /// One `Sleep`, reset after each chunk: no allocation per chunk. Each poll asks the inner
+    /// One `Sleep`, set to whichever limit in force ends first and reset after each chunk
+    /// (only when that moves its deadline): no allocation per chunk. Each poll asks the inner
     /// stream first, so a chunk that is ready when a limit ends still counts, and a caller
-    /// that reads slowly is not blamed on the provider: the limit only fails a poll that
-    /// finds nothing to read.
+    /// that reads slowly is not blamed on the provider: the first-chunk and idle limits only
+    /// fail a poll that finds nothing to read. The stream-total limit also fails a chunk that
+    /// arrives once it has passed, so that a stream whose chunks are always ready (a fast
+    /// drip of empty chunks) is stopped too.
     pub(crate) struct TimeoutStream<St> {
         #[pin]
         inner: St,
@@ -28,6 +53,8 @@ pin_project! {
         // The limit `sleep` times now; `None` when none is in force.
         armed: Option<Limit>,
         idle: Option<Limit>,
+        // The end of the stream-total limit; `None` when it is off.
+        end: Option<Deadline>,
         chunks: u64,
         done: bool,
     }
@@ -36,19 +63,12 @@ pin_project! {
 impl<St> TimeoutStream<St> {
     /// Times `inner`, a stream whose request was made at `started`.
     pub(crate) fn new(inner: St, started: Instant, config: TimeoutConfig) -> Self {
-        let first_chunk = config.first_chunk.and_then(|limit| {
-            let at = started.checked_add(limit)?;
-            Some((
-                at,
-                Limit {
-                    kind: TimeoutKind::FirstChunk,
-                    limit,
-                },
-            ))
-        });
-        // Without a first-chunk limit the sleep waits, unpolled (a tokio timer registers
-        // itself on its first poll), for the first chunk to arm it with the idle limit.
-        let (at, armed) = match first_chunk {
+        let end = deadline(started, Which::StreamTotal, config.stream_total);
+        let first = deadline(started, Which::FirstChunk, config.first_chunk);
+        // Without a limit until the first chunk, the sleep waits, unpolled (a tokio timer
+        // registers itself on its first poll), for the first chunk to arm it with the idle
+        // limit.
+        let (at, armed) = match earliest(first, end) {
             Some((at, limit)) => (at, Some(limit)),
             None => (started, None),
         };
@@ -56,10 +76,8 @@ impl<St> TimeoutStream<St> {
             inner,
             sleep: tokio::time::sleep_until(at),
             armed,
-            idle: config.idle.map(|limit| Limit {
-                kind: TimeoutKind::Idle,
-                limit,
-            }),
+            idle: config.idle.map(|limit| Limit::new(Which::Idle, limit)),
+            end,
             chunks: 0,
             done: false,
         }
@@ -79,12 +97,29 @@ where
         }
         match this.inner.poll_next(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
+                if this.idle.is_none() && this.end.is_none() {
+                    *this.armed = None;
+                    *this.chunks += 1;
+                    return Poll::Ready(Some(Ok(chunk)));
+                }
+                let now = Instant::now();
+                if let Some((end, limit)) = *this.end {
+                    // A chunk at the very end still counts, as everywhere else.
+                    if now > end {
+                        *this.done = true;
+                        return Poll::Ready(Some(Err(limit.error(*this.chunks))));
+                    }
+                }
                 *this.chunks += 1;
-                // A limit too large to be an `Instant` is no limit.
-                *this.armed = this.idle.and_then(|idle| {
-                    let at = Instant::now().checked_add(idle.limit)?;
-                    this.sleep.as_mut().reset(at);
-                    Some(idle)
+                let idle = this.idle.and_then(|idle| {
+                    let at = now.checked_add(idle.limit)?;
+                    Some((at, idle))
+                });
+                *this.armed = earliest(idle, *this.end).map(|(at, limit)| {
+                    if this.sleep.deadline() != at {
+                        this.sleep.as_mut().reset(at);
+                    }
+                    limit
                 });
                 Poll::Ready(Some(Ok(chunk)))
             }
@@ -102,5 +137,251 @@ where
                 Poll::Ready(Some(Err(limit.error(*this.chunks))))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The stream-total limit, on tokio's paused clock. (The other limits are tested in
+    //! `tests/timeout.rs`.)
+
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use chatstack_proto::{
+        ChatRequest, ChatStream, ErrorKind, Message, ResponseMeta, StreamRequest, TimeoutKind,
+    };
+    use futures_util::StreamExt;
+    use tower::{Layer, Service, ServiceExt};
+
+    use super::*;
+    use crate::timeout::{DEFAULT_STREAM_TOTAL, DEFAULT_TIMEOUT, TimeoutLayer};
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn chunk(index: u64) -> ChatChunk {
+        ChatChunk {
+            id: format!("chunk-{index}"),
+            ..ChatChunk::default()
+        }
+    }
+
+    /// An endless stream: a chunk every `gap` (the first one too), as a provider that drips
+    /// keep-alive chunks and never ends.
+    fn drip(gap: Duration) -> ChatStream {
+        let chunks = futures_util::stream::unfold(0, move |index| async move {
+            tokio::time::sleep(gap).await;
+            Some((Ok(chunk(index)), index + 1))
+        });
+        ChatStream::new(chunks, ResponseMeta::default())
+    }
+
+    /// A streaming service: the response after `headers`, then `stream()`.
+    fn streaming(
+        headers: Duration,
+        stream: fn() -> ChatStream,
+    ) -> impl Service<StreamRequest, Response = ChatStream, Error = Error, Future: Send> + Clone
+    {
+        tower::service_fn(move |_: StreamRequest| async move {
+            tokio::time::sleep(headers).await;
+            Ok(stream())
+        })
+    }
+
+    fn request() -> StreamRequest {
+        StreamRequest::from(ChatRequest::new("m", [Message::user("Hi")]))
+    }
+
+    /// Reads a stream to its end: how many chunks, and the error it ended with.
+    async fn drain(stream: &mut ChatStream) -> (u64, Option<Error>) {
+        let mut chunks = 0;
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(_) => chunks += 1,
+                Err(error) => return (chunks, Some(error)),
+            }
+        }
+        (chunks, None)
+    }
+
+    #[test]
+    fn the_default_bounds_every_stream_at_an_hour() {
+        let config = *TimeoutLayer::new().config();
+        assert_eq!(config.stream_total, Some(DEFAULT_STREAM_TOTAL));
+        assert_eq!(DEFAULT_STREAM_TOTAL, Duration::from_secs(3600));
+        assert!(DEFAULT_STREAM_TOTAL > DEFAULT_TIMEOUT);
+        let off = TimeoutLayer::new().stream_total(None);
+        assert_eq!(off.config().stream_total, None);
+        assert!(!off.config().first_chunk(None).idle(None).limits_streams());
+        assert!(
+            TimeoutConfig::default()
+                .first_chunk(None)
+                .idle(None)
+                .limits_streams()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_that_keeps_sending_ends_at_the_stream_total_limit() {
+        // A chunk every 10 ms: the idle limit (100 ms) never passes, the stream never ends.
+        let service = TimeoutLayer::new()
+            .total(MS * 50)
+            .first_chunk(MS * 50)
+            .idle(MS * 100)
+            .stream_total(MS * 1000)
+            .layer(streaming(MS * 5, || drip(MS * 10)));
+        let started = Instant::now();
+        let mut stream = service.oneshot(request()).await.unwrap();
+        let (chunks, error) = drain(&mut stream).await;
+        let error = error.expect("the stream is cut");
+        assert_eq!(error.kind(), ErrorKind::Timeout(TimeoutKind::Total));
+        assert_eq!(started.elapsed(), MS * 1000, "at the limit, from the call");
+        // Headers at 5 ms, then a chunk every 10 ms: 99 of them by 995 ms.
+        assert_eq!(chunks, 99);
+        assert_eq!(
+            error.message(),
+            "the stream did not end within the stream-total limit of 1s from the call \
+             (99 chunks arrived)"
+        );
+        assert!(error.is_retryable());
+        assert!(
+            stream.next().await.is_none(),
+            "the stream ends after the error"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_default_limits_end_an_endless_stream_after_an_hour() {
+        // A chunk every 30 s, under every default limit but the stream-total one.
+        let service = TimeoutLayer::new().layer(streaming(MS, || drip(Duration::from_secs(30))));
+        let started = Instant::now();
+        let mut stream = service.oneshot(request()).await.unwrap();
+        let (chunks, error) = drain(&mut stream).await;
+        assert_eq!(
+            error.map(|error| error.kind()),
+            Some(ErrorKind::Timeout(TimeoutKind::Total))
+        );
+        assert_eq!(started.elapsed(), DEFAULT_STREAM_TOTAL);
+        assert_eq!(chunks, 119);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn chunks_that_are_always_ready_are_stopped_too() {
+        // A stream that never makes its reader wait: the sleep is never polled, so the limit
+        // has to be checked as the chunks come.
+        let served = Arc::new(AtomicU64::new(0));
+        let counter = served.clone();
+        let ready = futures_util::stream::repeat_with(move || {
+            Ok(chunk(counter.fetch_add(1, Ordering::Relaxed)))
+        });
+        let config = TimeoutConfig::default()
+            .idle(MS * 100)
+            .stream_total(MS * 1000);
+        let mut stream = std::pin::pin!(TimeoutStream::new(ready, Instant::now(), config));
+        let mut chunks = 0;
+        let mut error = None;
+        // Ten reads at most: a stream that is not stopped fails the test instead of hanging.
+        for _ in 0..10 {
+            match stream.next().await {
+                Some(Ok(_)) => chunks += 1,
+                Some(Err(failure)) => {
+                    error = Some(failure);
+                    break;
+                }
+                None => panic!("the stream is endless"),
+            }
+            // The reader takes 300 ms per chunk (the provider is not to blame for that, but
+            // the stream is over its limit all the same).
+            tokio::time::advance(MS * 300).await;
+        }
+        let error = error.expect("the stream-total limit stops an always-ready stream");
+        assert_eq!(error.kind(), ErrorKind::Timeout(TimeoutKind::Total));
+        // Chunks at 0, 300, 600 and 900 ms; the one read at 1200 ms is past the limit.
+        assert_eq!(chunks, 4);
+        assert_eq!(served.load(Ordering::Relaxed), 5);
+        assert!(stream.next().await.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_that_ends_within_the_limit_passes_in_full() {
+        fn ten_chunks() -> ChatStream {
+            let chunks = futures_util::stream::iter(0..10).then(|index| async move {
+                tokio::time::sleep(MS * 99).await;
+                Ok(chunk(index))
+            });
+            ChatStream::new(chunks, ResponseMeta::default())
+        }
+        // Headers at 10 ms, ten chunks 99 ms apart: the last at exactly 1 s, which counts.
+        let service = TimeoutLayer::new()
+            .stream_total(MS * 1000)
+            .layer(streaming(MS * 10, ten_chunks));
+        let started = Instant::now();
+        let mut stream = service.oneshot(request()).await.unwrap();
+        let (chunks, error) = drain(&mut stream).await;
+        assert!(error.is_none(), "{error:?}");
+        assert_eq!(chunks, 10);
+        assert_eq!(started.elapsed(), MS * 1000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn before_the_headers_the_earliest_limit_decides() {
+        // Headers after 2 s: the stream-total limit (1 s) ends first, and says so.
+        let service = TimeoutLayer::new()
+            .total(MS * 5000)
+            .first_chunk(MS * 3000)
+            .stream_total(MS * 1000)
+            .layer(streaming(MS * 2000, || drip(MS * 10)));
+        let started = Instant::now();
+        let error = service.clone().oneshot(request()).await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Timeout(TimeoutKind::Total));
+        assert!(
+            error.message().contains("stream-total limit of 1s"),
+            "{error}"
+        );
+        assert_eq!(started.elapsed(), MS * 1000);
+
+        // A unary request is held to the total limit only.
+        let unary = TimeoutLayer::new()
+            .total(MS * 3000)
+            .stream_total(MS * 1000)
+            .layer(tower::service_fn(|_: ChatRequest| async {
+                tokio::time::sleep(MS * 2000).await;
+                Ok::<_, Error>(chatstack_proto::ChatResponse::default())
+            }));
+        assert!(
+            unary
+                .oneshot(ChatRequest::new("m", [Message::user("Hi")]))
+                .await
+                .is_ok()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn before_the_first_chunk_the_stream_total_limit_fails_the_call() {
+        // Headers at once, the first chunk after 2 s: the call fails at 1 s, so a retry
+        // layer above sees a failed attempt.
+        let service = TimeoutLayer::new()
+            .first_chunk(MS * 3000)
+            .stream_total(MS * 1000)
+            .layer(streaming(Duration::ZERO, || drip(MS * 2000)));
+        let started = Instant::now();
+        let error = service.oneshot(request()).await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Timeout(TimeoutKind::Total));
+        assert!(error.message().contains("(0 chunks arrived)"), "{error}");
+        assert_eq!(started.elapsed(), MS * 1000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_stream_total_limit_an_endless_stream_runs_on() {
+        let service = TimeoutLayer::new()
+            .stream_total(None)
+            .layer(streaming(MS, || drip(Duration::from_secs(30))));
+        let started = Instant::now();
+        let mut stream = service.oneshot(request()).await.unwrap();
+        // Two hours of chunks, and no end in sight.
+        for _ in 0..240 {
+            assert!(matches!(stream.next().await, Some(Ok(_))));
+        }
+        assert!(started.elapsed() > 2 * DEFAULT_STREAM_TOTAL);
     }
 }
