@@ -94,6 +94,8 @@ mod guarded;
 mod keyed;
 #[cfg(feature = "rate-limit")]
 pub mod rate_limit;
+#[cfg(feature = "redis")]
+pub mod redis;
 #[cfg(feature = "retry")]
 pub mod retry;
 #[cfg(feature = "timeout")]
