@@ -104,9 +104,15 @@
 mod future;
 mod layer;
 mod service;
+#[cfg(feature = "redis")]
+mod shared;
 mod state;
 
 pub use future::ResponseFuture;
 pub use layer::{BudgetLayer, DEFAULT_MAX_OUTPUT_TOKENS};
 pub use service::Budget;
-pub use state::{BudgetRefusal, BudgetSnapshot};
+#[cfg(feature = "redis")]
+pub use shared::SharedResponseFuture;
+pub use state::{BudgetRefusal, BudgetSnapshot, InProcess};
+#[cfg(feature = "redis")]
+pub(crate) use state::{Reservation, Settle};

@@ -121,6 +121,7 @@ impl Quota {
     }
 
     /// The length of the quota's window: a minute (unless [scaled](Self::scaled_minute)).
+    #[cfg(feature = "redis")]
     pub(crate) fn window_nanos(&self) -> u64 {
         self.minute_nanos
     }

@@ -778,6 +778,7 @@ impl KeyLimiter {
 
     /// Corrects the charge of a completed request (sequence `seq`, `charged` tokens) with its
     /// real usage.
+    #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
     fn reconcile(&self, seq: u64, charged: u32, usage: Option<&Usage>, shared: bool) {
         let (Some(bucket), Some(usage)) = (&self.tokens, usage.filter(|usage| !usage.is_empty()))
         else {

@@ -6,12 +6,13 @@
 -- KEYS[3]  their amounts, a hash: id -> n$
 -- KEYS[4]  this process's replay guard: the last settlement seq applied
 -- ARGV[1]  the operation, then its arguments:
---   reserve  id amount cap ttl_ms  -> {1, spent, reserved} | {0, spent, reserved} refused
+--   reserve  id amount cap ttl_ms  -> {1, figures...} | {0, figures...} refused
 --   settle   id actual seq         -> {1, spent} | {2, spent} a replay, ignored
 --            (id '' : a cost settled while the process could not reach Redis)
 --   release  id                    -> {1} | {0} unknown (settled, expired or never reserved)
 --   renew    ttl_ms id...          -> {renewed}
---   snapshot                       -> {spent, reserved, in_flight, admitted, refused, expired}
+--   snapshot                       -> {figures...}
+-- where figures are spent, reserved, in_flight, admitted, refused, expired (strings)
 --
 -- Every call first drops up to 64 reservations whose process stopped renewing them (it died):
 -- their amounts stop holding the cap. A settlement that comes after its reservation expired
@@ -44,6 +45,12 @@ local function drop(id)
   redis.call('ZREM', KEYS[2], id)
   return true
 end
+local function figures(...)
+  local f = redis.call('HMGET', KEYS[1], 'spent', 'reserved', 'in_flight', 'admitted', 'refused', 'expired')
+  local out = {...}
+  for i = 1, 6 do out[#out + 1] = f[i] or '0' end
+  return out
+end
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 64)) do
   if drop(id) then redis.call('HINCRBY', KEYS[1], 'expired', 1) end
 end
@@ -51,17 +58,17 @@ if op == 'reserve' then
   local id, amount, cap, ttl = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
   local f = redis.call('HMGET', KEYS[1], 'spent', 'reserved')
   local spent, reserved = f[1] or '0', f[2] or '0'
-  if redis.call('HEXISTS', KEYS[3], id) == 1 then return {1, spent, reserved} end
+  if redis.call('HEXISTS', KEYS[3], id) == 1 then return figures(1) end
   if not le(add(add(limbs(spent), limbs(reserved)), limbs(amount)), limbs(cap)) then
     redis.call('HINCRBY', KEYS[1], 'refused', 1)
-    return {0, spent, reserved}
+    return figures(0)
   end
   redis.call('HINCRBY', KEYS[1], 'reserved', amount)
   redis.call('HINCRBY', KEYS[1], 'in_flight', 1)
   redis.call('HINCRBY', KEYS[1], 'admitted', 1)
   redis.call('HSET', KEYS[3], id, amount)
   redis.call('ZADD', KEYS[2], now + ttl, id)
-  return {1, spent, redis.call('HGET', KEYS[1], 'reserved')}
+  return figures(1)
 elseif op == 'settle' then
   local id, actual, seq = ARGV[2], ARGV[3], tonumber(ARGV[4])
   if tonumber(redis.call('GET', KEYS[4]) or '0') >= seq then
@@ -81,8 +88,6 @@ elseif op == 'renew' then
   end
   return {renewed}
 elseif op == 'snapshot' then
-  local f = redis.call('HMGET', KEYS[1], 'spent', 'reserved', 'in_flight', 'admitted', 'refused', 'expired')
-  for i = 1, 6 do f[i] = f[i] or '0' end
-  return f
+  return figures()
 end
 return redis.error_reply('budget.lua: unknown operation ' .. tostring(op))

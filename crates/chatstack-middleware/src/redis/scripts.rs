@@ -20,3 +20,7 @@ pub(crate) static BUDGET: LazyLock<Script> =
 /// The ledger: one response's cost.
 pub(crate) static LEDGER: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("ledger.lua")));
+
+/// The ledger, read.
+pub(crate) static LEDGER_READ: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("ledger_read.lua")));
