@@ -46,11 +46,20 @@ fn ask(tokens: u64) -> Ask {
     ask
 }
 
+/// A plain connection to `server`, for the test's own commands.
+async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
 /// Marks the limiter's state in `server` as kept for longer than a window, as on a server
 /// that has been up: a fresh server is otherwise taken for one that lost its state, and
 /// every key starts empty (see acquire.lua).
 async fn long_running(server: &RedisServer, name: &str) {
-    let mut redis = server.client().await;
+    let mut redis = raw(server).await;
     let long_ago = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -204,6 +213,12 @@ async fn four_clients_share_one_quota_within_it_and_near_it() {
     }
 }
 
+/// A call's outcome, and when it came (since the start of the run).
+type Outcome = (Duration, Result<(), Error>);
+
+/// Output token counts for the provider's answers, one per call.
+type Completions = Arc<Mutex<Box<dyn FnMut() -> u64 + Send>>>;
+
 /// A pseudo-random sequence (xorshift), so that runs are alike.
 fn random(seed: u64) -> impl FnMut(u64) -> u64 {
     let mut x = seed.max(1);
@@ -219,7 +234,7 @@ fn random(seed: u64) -> impl FnMut(u64) -> u64 {
 /// tokens the request estimated (so that no response costs more than its worst case).
 fn priced_provider(
     delay: Duration,
-    completion: Arc<Mutex<Box<dyn FnMut() -> u64 + Send>>>,
+    completion: Completions,
 ) -> impl Service<ChatRequest, Response = ChatResponse, Error = Error, Future: Send> + Clone + Send
 {
     tower::service_fn(move |request: ChatRequest| {
@@ -278,8 +293,7 @@ async fn a_budget_shared_by_four_clients_is_never_exceeded_under_a_thousand_requ
     };
     let cap = Usd::from_dollars(2);
     let mut next = random(7);
-    let usage: Arc<Mutex<Box<dyn FnMut() -> u64 + Send>>> =
-        Arc::new(Mutex::new(Box::new(move || next(1_001))));
+    let usage: Completions = Arc::new(Mutex::new(Box::new(move || next(1_001))));
     let replicas: Vec<_> = (0..4)
         .map(|_| {
             let provider = priced_provider(Duration::from_millis(20), Arc::clone(&usage));
@@ -364,7 +378,7 @@ async fn keep_calling<S>(
     start: Instant,
     until: Instant,
     pace: Duration,
-) -> Vec<(Duration, Result<(), Error>)>
+) -> Vec<Outcome>
 where
     S: Service<Ask, Response = Answer, Error = Error>,
 {
@@ -417,7 +431,7 @@ async fn while_redis_is_down_the_limiter_fails_closed_or_open_as_configured() {
     server.restart();
     let (closed, open) = calls.await.unwrap();
 
-    let during = |log: &[(Duration, Result<(), Error>)], ok: bool| {
+    let during = |log: &[Outcome], ok: bool| {
         // The outage, give or take the calls in flight when it began and ended.
         log.iter()
             .filter(|(at, result)| {
@@ -425,7 +439,7 @@ async fn while_redis_is_down_the_limiter_fails_closed_or_open_as_configured() {
             })
             .count()
     };
-    let after = |log: &[(Duration, Result<(), Error>)]| {
+    let after = |log: &[Outcome]| {
         log.iter()
             .filter(|(at, result)| *at > up + Duration::from_millis(500) && result.is_ok())
             .count()
@@ -481,8 +495,7 @@ async fn a_redis_restart_loses_no_settled_cost_and_counts_none_twice() {
         .retry_interval(Duration::from_millis(100));
     let cap = Usd::from_dollars(1_000);
     let mut next = random(11);
-    let usage: Arc<Mutex<Box<dyn FnMut() -> u64 + Send>>> =
-        Arc::new(Mutex::new(Box::new(move || next(1_001))));
+    let usage: Completions = Arc::new(Mutex::new(Box::new(move || next(1_001))));
     let provider = || priced_provider(Duration::from_millis(5), Arc::clone(&usage));
     let closed = replica(
         &server.url(),
@@ -504,7 +517,7 @@ async fn a_redis_restart_loses_no_settled_cost_and_counts_none_twice() {
     let (down, up) = (Duration::from_millis(1_000), Duration::from_millis(2_000));
     let run = |service: Budget<Cost<_>, RedisBudget>| {
         tokio::spawn(async move {
-            let mut log: Vec<(Duration, Result<(), Error>)> = Vec::new();
+            let mut log: Vec<Outcome> = Vec::new();
             let mut calls = Vec::new();
             while Instant::now() < until {
                 // Eight at a time, so that some are in flight when Redis dies.
@@ -532,11 +545,7 @@ async fn a_redis_restart_loses_no_settled_cost_and_counts_none_twice() {
             .expect("the queue drains once Redis is back");
     }
 
-    fn outage(
-        log: &[(Duration, Result<(), Error>)],
-        down: Duration,
-        up: Duration,
-    ) -> (usize, Vec<&(Duration, Result<(), Error>)>) {
+    fn outage(log: &[Outcome], down: Duration, up: Duration) -> (usize, Vec<&Outcome>) {
         let within = log
             .iter()
             .filter(|(at, _)| *at > down + Duration::from_millis(150) && *at < up);
@@ -740,7 +749,7 @@ async fn corrections_and_pauses_reach_every_process() {
 /// The server's count of script calls (`EVALSHA`, `EVAL`) that ran: not those refused for a
 /// script it did not know yet, which the client loads and sends again.
 async fn script_calls(server: &RedisServer) -> u64 {
-    let mut redis = server.client().await;
+    let mut redis = raw(server).await;
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
         .query_async(&mut redis)

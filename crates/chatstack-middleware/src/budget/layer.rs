@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tower::Layer;
 
 use super::service::Budget;
-use super::state::{BudgetSnapshot, BudgetState, InProcess};
+use super::state::{Backend, BudgetSnapshot, BudgetState, InProcess};
 use crate::cost::{CostLedger, Pricing, UnknownModel, Usd};
 
 /// The output tokens reserved for a request that sets no cap, for a model whose
@@ -86,10 +86,14 @@ impl BudgetLayer {
     fn from_state(state: BudgetState) -> Self {
         Self::with_backend(state)
     }
+}
 
-    /// The budget's figures now.
+impl<B: Backend> BudgetLayer<B> {
+    /// The budget's figures now. For a budget in Redis, as of the last reply from Redis
+    /// (every process's spending and reservations), with this layer's cap: no I/O; see
+    /// `shared_snapshot` for fresh figures.
     pub fn snapshot(&self) -> BudgetSnapshot {
-        self.state.snapshot()
+        self.state.figures()
     }
 }
 
@@ -131,7 +135,7 @@ impl<B> BudgetLayer<B> {
     }
 }
 
-impl fmt::Debug for BudgetLayer {
+impl<B: Backend> fmt::Debug for BudgetLayer<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BudgetLayer")
             .field("budget", &self.snapshot())
@@ -171,13 +175,6 @@ impl BudgetLayer<crate::redis::RedisBudget> {
         Self::with_backend(budget.with_cap(cap))
     }
 
-    /// The shared budget's figures as of the last reply from Redis (every process's spending
-    /// and reservations), with this layer's cap. No I/O; see
-    /// [`shared_snapshot`](Self::shared_snapshot) for fresh figures.
-    pub fn snapshot(&self) -> BudgetSnapshot {
-        self.state.snapshot()
-    }
-
     /// The shared budget's figures in Redis now (one round trip).
     ///
     /// # Errors
@@ -186,16 +183,6 @@ impl BudgetLayer<crate::redis::RedisBudget> {
     /// when Redis cannot be reached.
     pub async fn shared_snapshot(&self) -> Result<BudgetSnapshot, chatstack_proto::Error> {
         self.state.shared_snapshot().await
-    }
-}
-
-#[cfg(feature = "redis")]
-impl fmt::Debug for BudgetLayer<crate::redis::RedisBudget> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BudgetLayer")
-            .field("budget", &self.state)
-            .field("settings", &self.settings)
-            .finish()
     }
 }
 

@@ -113,6 +113,6 @@ pub use layer::{BudgetLayer, DEFAULT_MAX_OUTPUT_TOKENS};
 pub use service::Budget;
 #[cfg(feature = "redis")]
 pub use shared::SharedResponseFuture;
-pub use state::{BudgetRefusal, BudgetSnapshot, InProcess};
+pub use state::{Backend, BudgetRefusal, BudgetSnapshot, InProcess};
 #[cfg(feature = "redis")]
-pub(crate) use state::{Reservation, Settle};
+pub(crate) use state::{Reservation, Settle, sealed};

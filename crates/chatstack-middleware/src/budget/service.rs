@@ -9,7 +9,7 @@ use tower::Service;
 
 use super::future::{Pending, ResponseFuture};
 use super::layer::Settings;
-use super::state::{BudgetSnapshot, InProcess};
+use super::state::{Backend, BudgetSnapshot, InProcess};
 use crate::cost::{CacheTtl, Requested, Usd, cache_ttl, request_usage};
 
 /// Refuses requests whose worst-case cost would pass a spending cap. See the
@@ -64,24 +64,19 @@ impl<S, B> Budget<S, B> {
     }
 
     #[cfg(feature = "redis")]
-    pub(crate) fn backend(&self) -> &Arc<B> {
-        &self.state
-    }
-
-    #[cfg(feature = "redis")]
     pub(crate) fn parts(&mut self) -> (&mut S, &Arc<B>, &Arc<Settings>) {
         (&mut self.inner, &self.state, &self.settings)
     }
 }
 
-impl<S> Budget<S> {
-    /// The budget's figures now.
+impl<S, B: Backend> Budget<S, B> {
+    /// The budget's figures now (for a budget in Redis, as of the last reply from Redis).
     pub fn snapshot(&self) -> BudgetSnapshot {
-        self.state.snapshot()
+        self.state.figures()
     }
 }
 
-impl<S: fmt::Debug> fmt::Debug for Budget<S> {
+impl<S: fmt::Debug, B: Backend> fmt::Debug for Budget<S, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Budget")
             .field("inner", &self.inner)

@@ -14,28 +14,10 @@ use tower::Service;
 use super::future::Pending;
 use super::layer::Settings;
 use super::service::{Budget, worst_case};
-use super::state::BudgetSnapshot;
 use crate::cost::{CacheTtl, Requested, request_usage};
 use crate::guarded::Guarded;
 use crate::redis::RedisBudget;
 use crate::redis::budget::{ReserveFuture, SharedReservation};
-
-impl<S> Budget<S, RedisBudget> {
-    /// The shared budget's figures as of the last reply from Redis; see
-    /// [`BudgetLayer::shared_snapshot`](super::BudgetLayer::shared_snapshot) for fresh ones.
-    pub fn snapshot(&self) -> BudgetSnapshot {
-        self.backend().snapshot()
-    }
-}
-
-impl<S: fmt::Debug> fmt::Debug for Budget<S, RedisBudget> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Budget")
-            .field("inner", self.get_ref())
-            .field("budget", self.backend())
-            .finish_non_exhaustive()
-    }
-}
 
 /// A budget in Redis: the reservation is a round trip, made in the response future, so the
 /// service that was polled ready goes into the future and a clone takes its place (hence

@@ -27,6 +27,28 @@ pub struct InProcess {
     counts: Mutex<Counts>,
 }
 
+/// Where a [`BudgetLayer`](super::BudgetLayer)'s budget lives: [`InProcess`] (the default)
+/// or, with the `redis` feature, [`RedisBudget`](crate::redis::RedisBudget). Sealed.
+pub trait Backend: sealed::Sealed {}
+
+pub(crate) mod sealed {
+    use super::BudgetSnapshot;
+
+    /// What the layer asks of every backend.
+    pub trait Sealed: Send + Sync + 'static {
+        /// The budget's figures, as far as this process knows them without waiting.
+        fn figures(&self) -> BudgetSnapshot;
+    }
+}
+
+impl Backend for InProcess {}
+
+impl sealed::Sealed for InProcess {
+    fn figures(&self) -> BudgetSnapshot {
+        self.snapshot()
+    }
+}
+
 /// The in-process budget's old name, inside the crate.
 pub(crate) type BudgetState = InProcess;
 

@@ -15,7 +15,8 @@ use chatstack_proto::Error;
 use super::connection::{Call, Failure, Link, RedisConnection};
 use super::outage::{Outage, RedisUnavailable};
 use super::scripts::BUDGET;
-use crate::budget::{BudgetRefusal, BudgetSnapshot, InProcess, Reservation, Settle};
+use crate::budget::sealed::Sealed;
+use crate::budget::{Backend, BudgetRefusal, BudgetSnapshot, InProcess, Reservation, Settle};
 use crate::cost::Usd;
 
 /// The default time a reservation outlives its process: see
@@ -66,6 +67,14 @@ pub struct RedisBudget {
     /// The in-process budget of the current outage, failing open: (outage, budget).
     fallback: Mutex<Option<(u64, Arc<InProcess>)>>,
     heartbeat: AtomicBool,
+}
+
+impl Backend for RedisBudget {}
+
+impl Sealed for RedisBudget {
+    fn figures(&self) -> BudgetSnapshot {
+        self.snapshot()
+    }
 }
 
 /// A budget's figures in Redis, in nano-dollars and counts.

@@ -113,11 +113,12 @@ impl RedisLedger {
 /// `{total fields..., n_models, (name, fields...)..., n_tags, (name, fields...)...}`.
 fn parse_snapshot(reply: &[Value]) -> Option<LedgerSnapshot> {
     let mut values = reply.iter();
-    let mut snapshot = LedgerSnapshot::default();
-    snapshot.total = entry(&mut values)?;
-    snapshot.by_model = rows(&mut values)?;
-    snapshot.by_tag = rows(&mut values)?;
-    Some(snapshot)
+    Some(LedgerSnapshot {
+        total: entry(&mut values)?,
+        by_model: rows(&mut values)?,
+        by_tag: rows(&mut values)?,
+        ..LedgerSnapshot::default()
+    })
 }
 
 /// One account's fields.
@@ -137,19 +138,19 @@ fn entry(values: &mut std::slice::Iter<'_, Value>) -> Option<LedgerEntry> {
         reasoning,
         cost,
     ] = fields;
-    let mut entry = LedgerEntry::default();
-    entry.requests = requests;
-    entry.without_usage = without_usage;
-    entry.long_context = long_context;
-    entry.tokens = TokenCounts {
-        input,
-        cached_input,
-        cache_write,
-        output,
-        reasoning,
-    };
-    entry.cost = Usd::from_nanos(cost);
-    Some(entry)
+    Some(LedgerEntry {
+        requests,
+        without_usage,
+        long_context,
+        tokens: TokenCounts {
+            input,
+            cached_input,
+            cache_write,
+            output,
+            reasoning,
+        },
+        cost: Usd::from_nanos(cost),
+    })
 }
 
 /// A count, then that many named accounts.

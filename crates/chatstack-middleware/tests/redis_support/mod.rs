@@ -1,4 +1,5 @@
-//! A real `redis-server` per test, on a free loopback port, killed when dropped.
+//! A real `redis-server` per test, on a free loopback port, killed when dropped. (Shared
+//! with the facade's tests, which include this file by path.)
 #![allow(dead_code)]
 
 use std::net::{TcpListener, TcpStream};
@@ -116,15 +117,6 @@ impl RedisServer {
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
-    }
-
-    /// A plain connection, for the test's own commands.
-    pub async fn client(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap()
     }
 }
 
