@@ -15,6 +15,7 @@
 //! | `budget` | `BudgetLayer` | refuses requests that would pass a spending cap |
 //! | `auth` | `AuthLayer` | injects the API key from a secret |
 //! | `trace` | `TraceLayer` | OpenTelemetry GenAI spans and events |
+//! | `redis` (in `full`, not `default`) | `RateLimitLayer::redis`, `BudgetLayer::redis`, `CostLedger::redis` | the rate limiter, budget and ledger shared across replicas through Redis |
 //!
 //! The default order, outermost first, is
 //! `trace → cost/budget → retry → circuit breaker → rate limit → timeout → auth → transport`:

@@ -38,7 +38,7 @@ pub const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 16_384;
 /// ```
 ///
 /// The budget lives in this process ([`InProcess`]), unless the layer was made with
-/// [`BudgetLayer::redis`] (the `redis` feature): then every process that uses the same
+/// `BudgetLayer::redis` (the `redis` feature): then every process that uses the same
 /// Redis and budget name shares it.
 pub struct BudgetLayer<B = InProcess> {
     state: Arc<B>,

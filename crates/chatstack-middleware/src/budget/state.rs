@@ -19,7 +19,7 @@ enum Spent {
 /// The in-process budget: the default backend of a [`BudgetLayer`](super::BudgetLayer),
 /// whose cap, spent figure and reservations live in this process, under one short-held
 /// lock, shared by the clones of the layer and of the services it wraps. (The other
-/// backend, with the `redis` feature, is [`RedisBudget`](crate::redis::RedisBudget), shared
+/// backend, with the `redis` feature, is `RedisBudget`, shared
 /// across processes.)
 pub struct InProcess {
     cap: Usd,
@@ -28,7 +28,7 @@ pub struct InProcess {
 }
 
 /// Where a [`BudgetLayer`](super::BudgetLayer)'s budget lives: [`InProcess`] (the default)
-/// or, with the `redis` feature, [`RedisBudget`](crate::redis::RedisBudget). Sealed.
+/// or, with the `redis` feature, `RedisBudget`. Sealed.
 pub trait Backend: sealed::Sealed {}
 
 pub(crate) mod sealed {
@@ -92,7 +92,7 @@ pub struct BudgetSnapshot {
     /// Requests refused so far for passing the cap.
     pub refused: u64,
     /// Reservations given back because their process stopped renewing them (it died): a
-    /// budget in Redis only ([`RedisBudget`](crate::redis::RedisBudget)), else 0.
+    /// budget in Redis only (`RedisBudget`, with the `redis` feature), else 0.
     pub expired: u64,
 }
 

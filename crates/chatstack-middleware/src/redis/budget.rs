@@ -235,7 +235,16 @@ impl RedisBudget {
                     .arg(worst_case.as_nanos())
                     .arg(self.cap.as_nanos())
                     .arg(u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX));
-                match self.link.eval_gated::<Vec<Value>>(&call).await {
+                // If this future is dropped while the call is out (the caller gave up), the
+                // reservation may have been made all the same: give it back then.
+                let mut unanswered = Unanswered {
+                    budget: Some(&*self),
+                    id,
+                };
+                let outcome = self.link.eval_gated::<Vec<Value>>(&call).await;
+                unanswered.budget = None;
+                drop(unanswered);
+                match outcome {
                     Ok(reply) => return self.reserved(id, worst_case, model, &reply),
                     Err(failure) => {
                         if failure.ambiguous {
@@ -400,6 +409,20 @@ impl RedisBudget {
 
     fn lock_live(&self) -> MutexGuard<'_, HashSet<u64>> {
         self.live.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A reservation sent and not answered yet: released if the wait for it is dropped.
+struct Unanswered<'a> {
+    budget: Option<&'a RedisBudget>,
+    id: u64,
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if let Some(budget) = self.budget {
+            budget.release(self.id);
+        }
     }
 }
 

@@ -11,8 +11,11 @@ use std::time::{Duration, Instant};
 pub struct RedisServer {
     child: Option<Child>,
     port: u16,
-    /// The AOF directory, for a server that persists (and is removed on drop).
-    dir: Option<PathBuf>,
+    /// The server's working directory (its AOF, for a server that persists), named
+    /// `chatstack-redis-test-*` so that CI can tell the tests' servers apart; removed on
+    /// drop.
+    dir: PathBuf,
+    persistent: bool,
     binary: PathBuf,
 }
 
@@ -41,19 +44,17 @@ impl RedisServer {
             return None;
         };
         let port = free_port();
-        let dir = persistent.then(|| {
-            let dir = std::env::temp_dir().join(format!(
-                "chatstack-redis-test-{}-{port}",
-                std::process::id()
-            ));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).expect("a directory for the AOF");
-            dir
-        });
+        let dir = std::env::temp_dir().join(format!(
+            "chatstack-redis-test-{}-{port}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a directory for the server");
         let mut server = Self {
             child: None,
             port,
             dir,
+            persistent,
             binary,
         };
         server.spawn();
@@ -74,15 +75,12 @@ impl RedisServer {
             "--loglevel",
             "warning",
         ]);
-        match &self.dir {
-            Some(dir) => {
-                command.args(["--appendonly", "yes", "--appendfsync", "always", "--dir"]);
-                command.arg(dir);
-            }
-            None => {
-                command.args(["--appendonly", "no"]);
-            }
+        if self.persistent {
+            command.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        } else {
+            command.args(["--appendonly", "no"]);
         }
+        command.arg("--dir").arg(&self.dir);
         let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -123,9 +121,7 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
-        if let Some(dir) = &self.dir {
-            let _ = std::fs::remove_dir_all(dir);
-        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
