@@ -839,11 +839,6 @@ impl KeyLimiter {
         if pause.is_zero() {
             return;
         }
-        #[cfg(feature = "redis")]
-        if let Some(remote) = &self.remote {
-            // The provider's quota is the fleet's: every process holds back.
-            remote.pause(pause);
-        }
         let until = Instant::now() + pause;
         let wakers: Vec<Waker> = {
             let mut state = self.lock();
@@ -851,6 +846,12 @@ impl KeyLimiter {
                 return;
             }
             state.paused_until = Some(until);
+            #[cfg(feature = "redis")]
+            if let Some(remote) = &self.remote {
+                // The provider's quota is the fleet's: every process holds back. (Queued
+                // under the lock, so that pauses reach Redis in the order they were made.)
+                remote.pause(pause);
+            }
             // Every waiter looks again: the head sleeps until the pause ends, and a waiter
             // whose deadline falls inside it is refused now rather than at its deadline.
             state
@@ -1112,6 +1113,11 @@ impl Ticket {
     /// What the head does with Redis's answer.
     #[cfg(feature = "redis")]
     fn asked(&mut self, asked: Asked, deadline: Option<Instant>, cx: &mut Context<'_>) -> Turn {
+        /// Why the head leaves the queue without being admitted.
+        enum Refusal {
+            Limit(RefusalReason),
+            Unavailable(crate::redis::limiter::Failure),
+        }
         let limiter = Arc::clone(&self.limiter);
         let Some(remote) = &limiter.remote else {
             unreachable!("a shared turn has a shared limiter");
@@ -1125,15 +1131,14 @@ impl Ticket {
                 Ok(charge)
             }
             Asked::Wait(wait) => match past_deadline(now, wait, deadline) {
-                Some(reason) => Err(limiter.refuse(reason)),
+                Some(reason) => Err(Refusal::Limit(reason)),
                 None => {
                     state.set_waker(0, cx.waker());
                     return Turn::Wait(Some(now + wait));
                 }
             },
             Asked::Unavailable(failure) if remote.outage().local_share().is_none() => {
-                tracing::info!(key = %limiter.key, cause = %failure, "rate limit: Redis unreachable; refused (fail closed)");
-                Err(remote.unavailable(&failure))
+                Err(Refusal::Unavailable(failure))
             }
             Asked::Unavailable(_) => {
                 // Fail open: this process's share of the quota, in process, starting empty.
@@ -1144,7 +1149,7 @@ impl Ticket {
                 match limiter.admit_now(&mut state, self.tokens, &mut lazy) {
                     Ok(seq) => Ok(limiter.charge(seq, self.tokens)),
                     Err(wait) => match past_deadline(now, wait, deadline) {
-                        Some(reason) => Err(limiter.refuse(reason)),
+                        Some(reason) => Err(Refusal::Limit(reason)),
                         None => {
                             state.set_waker(0, cx.waker());
                             return Turn::Wait(Some(now + wait));
@@ -1155,6 +1160,13 @@ impl Ticket {
         };
         let wake = state.remove(0);
         drop(state);
+        let outcome = outcome.map_err(|refusal| match refusal {
+            Refusal::Limit(reason) => limiter.refuse(reason),
+            Refusal::Unavailable(failure) => {
+                tracing::debug!(key = %limiter.key, cause = %failure, "rate limit: Redis unreachable; refused (fail closed)");
+                remote.unavailable(&failure)
+            }
+        });
         self.leave(outcome, wake, now)
     }
 }

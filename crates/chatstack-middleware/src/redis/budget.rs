@@ -303,7 +303,7 @@ impl RedisBudget {
         failure: &Failure,
     ) -> Result<SharedReservation, Error> {
         let Some(share) = self.outage.local_share() else {
-            tracing::info!(budget = %self.name, model, cause = %failure, "budget: Redis unreachable; refused (fail closed)");
+            tracing::debug!(budget = %self.name, model, cause = %failure, "budget: Redis unreachable; refused (fail closed)");
             return Err(self.unavailable(failure));
         };
         let Some(local) = self.fallback(share) else {

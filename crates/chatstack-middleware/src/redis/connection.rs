@@ -334,18 +334,40 @@ impl Conn {
     }
 
     /// Runs `calls` in one pipeline; the reply of each (a script error fails that one only).
+    ///
+    /// A pipeline does not load a script the server does not know (a new or restarted
+    /// server), as a single call does: when a reply says so, the batch goes again with the
+    /// scripts loaded first. Every queued write is safe to send twice.
     async fn eval_batch(&self, calls: &[Call]) -> Result<Vec<RedisResult<Value>>, Failure> {
+        let replies = self.pipeline(calls, false).await?;
+        let unknown_script = replies.iter().any(|reply| {
+            reply.as_ref().is_err_and(|error| {
+                error.kind() == ::redis::ErrorKind::Server(::redis::ServerErrorKind::NoScript)
+            })
+        });
+        if unknown_script {
+            return self.pipeline(calls, true).await;
+        }
+        Ok(replies)
+    }
+
+    async fn pipeline(
+        &self,
+        calls: &[Call],
+        load: bool,
+    ) -> Result<Vec<RedisResult<Value>>, Failure> {
         let mut manager = self.manager().await?;
         let mut pipe = ::redis::pipe();
-        // A pipeline does not reload a script the server forgot (a restart): load each first.
-        let mut scripts: Vec<&'static Script> = Vec::new();
-        for call in calls {
-            if !scripts
-                .iter()
-                .any(|known| std::ptr::eq(*known, call.script))
-            {
-                scripts.push(call.script);
-                pipe.load_script(call.script).ignore();
+        if load {
+            let mut scripts: Vec<&'static Script> = Vec::new();
+            for call in calls {
+                if !scripts
+                    .iter()
+                    .any(|known| std::ptr::eq(*known, call.script))
+                {
+                    scripts.push(call.script);
+                    pipe.load_script(call.script).ignore();
+                }
             }
         }
         for call in calls {

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chatstack_proto::Error;
 
-use super::connection::{Call, Failure, Link, RedisConnection};
+pub(crate) use super::connection::Failure;
+use super::connection::{Call, Link, RedisConnection};
 use super::outage::{Outage, RedisUnavailable};
 use super::scripts::{ACQUIRE, ADJUST};
 use crate::rate_limit::{Quota, RateLimitConfig, Reconcile};
