@@ -5,7 +5,7 @@
 --
 -- KEYS[1]  state hash: ep (epoch, µs of server TIME), rtat, ttat (theoretical arrival time of
 --          the request and token buckets), pause (admissions held back until then), all in
---          ns since ep; seq, forgot (the slack log's), a:<process> (adjust.lua's replay guard)
+--          ns since ep; seq, forgot (the slack log's)
 -- KEYS[2]  slack log (Reconcile::Full), a zset: member "seq:slack_ns", score seq
 -- KEYS[3]  boot sentinel: server TIME (µs) when this server first held limiter state
 -- ARGV     req_cost_ns req_tol_ns tok_cost_ns tok_tol_ns log(0|1) window_ms idle_ms

@@ -3,19 +3,19 @@
 -- Sent from the process's ordered queue (the completion hooks cannot wait for a reply), and
 -- guarded against replays: an adjustment sent twice after a lost reply counts once.
 --
--- KEYS     as acquire.lua (state hash, slack log)
--- ARGV     process op_seq seq debt_ns credit_ns pause_ns idle_ms
+-- KEYS     as acquire.lua (state hash, slack log), then this process's replay guard for the
+--          layer (the last op_seq applied; a key with a 7-day TTL)
+-- ARGV     op_seq seq debt_ns credit_ns pause_ns idle_ms
 --          seq: the admission's slack-log sequence (credit only); debt = excess cells * T
 --          (capped by the caller at the quota); credit = unused cells * T; pause_ns: hold
 --          admissions until now + pause_ns (only ever lengthened)
 -- returns  {1, refunded_ns} | {2, 0} for a replay
-local guard = 'a:' .. ARGV[1]
-local op_seq = tonumber(ARGV[2])
-if tonumber(redis.call('HGET', KEYS[1], guard) or '0') >= op_seq then return {2, 0} end
+if tonumber(redis.call('GET', KEYS[3]) or '0') >= tonumber(ARGV[1]) then return {2, 0} end
+redis.call('SET', KEYS[3], ARGV[1], 'PX', 604800000)
 local t = redis.call('TIME')
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local seq, debt, credit = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local pause_ns, idle_ms = tonumber(ARGV[6]), tonumber(ARGV[7])
+local seq, debt, credit = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local pause_ns, idle_ms = tonumber(ARGV[5]), tonumber(ARGV[6])
 local function n(x) return string.format('%.0f', x) end
 local s = redis.call('HMGET', KEYS[1], 'ep', 'ttat', 'pause', 'forgot')
 local ep = tonumber(s[1]) or now_us
@@ -61,7 +61,7 @@ if debt > 0 then
   redis.call('ZADD', KEYS[2], q, n(q) .. ':' .. n(slack))
 end
 if pause_ns > 0 and now + pause_ns > pause then pause = now + pause_ns end
-redis.call('HSET', KEYS[1], 'ep', n(ep), 'pause', n(pause), guard, ARGV[2])
+redis.call('HSET', KEYS[1], 'ep', n(ep), 'pause', n(pause))
 if ttat then redis.call('HSET', KEYS[1], 'ttat', n(ttat)) end
 local ttl = math.ceil((math.max(ttat or 0, pause) - now) / 1e6) + idle_ms
 redis.call('PEXPIRE', KEYS[1], ttl)

@@ -71,6 +71,7 @@ impl RedisLimiter {
         let tag = format!("{{{}:rl:{}}}", link.options().prefix_str(), self.name);
         Arc::new(SharedLimiter {
             boot_key: format!("{tag}:boot"),
+            guard_key: format!("{tag}:seq:{}", link.process()),
             tag,
             link,
             name: self.name,
@@ -119,6 +120,8 @@ pub(crate) struct SharedLimiter {
     /// share a cluster slot.
     tag: String,
     boot_key: String,
+    /// This process's replay guard for the layer's queued corrections.
+    guard_key: String,
 }
 
 impl fmt::Debug for SharedLimiter {
@@ -338,7 +341,7 @@ impl RemoteKey {
             Call::new(&ADJUST, "rate limit adjust")
                 .key(self.state_key.as_str())
                 .key(self.slack_key.as_str())
-                .arg(link.process())
+                .key(self.shared.guard_key.as_str())
                 .arg(op_seq)
                 .arg(seq)
                 .arg(debt)
