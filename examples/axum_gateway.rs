@@ -296,6 +296,12 @@ fn error_body(error: &Error) -> (StatusCode, Value) {
             "server_error",
             "upstream_timeout",
         ),
+        // The Redis holding the fleet's shared limits is down and they fail closed.
+        ErrorKind::BackendUnavailable => gateway_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "limits_backend_unavailable",
+        ),
         ErrorKind::Config => gateway_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "server_error",

@@ -74,8 +74,9 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
     fn chat_trace(self, layer: TraceLayer) -> ServiceBuilder<Stack<TraceLayer, L>>;
 
     /// Adds a [`BudgetLayer`]: a hard spending cap, checked before a request is sent. Put it
-    /// outside the cost layer.
-    fn chat_budget(self, layer: BudgetLayer) -> ServiceBuilder<Stack<BudgetLayer, L>>;
+    /// outside the cost layer. In process or, with the `redis` feature, shared by a fleet
+    /// (`BudgetLayer::redis`).
+    fn chat_budget<B>(self, layer: BudgetLayer<B>) -> ServiceBuilder<Stack<BudgetLayer<B>, L>>;
 
     /// Adds a [`CostLayer`]: prices every response and records it in a ledger.
     fn chat_cost(self, layer: CostLayer) -> ServiceBuilder<Stack<CostLayer, L>>;
@@ -97,7 +98,8 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
     ) -> ServiceBuilder<Stack<CircuitBreakerLayer, L>>;
 
     /// Adds a [`RateLimitLayer`]: requests and tokens per minute, waiting rather than
-    /// failing.
+    /// failing; in process or, with the `redis` feature, shared by a fleet
+    /// (`RateLimitLayer::redis`).
     fn chat_rate_limit(self, layer: RateLimitLayer) -> ServiceBuilder<Stack<RateLimitLayer, L>>;
 
     /// Adds a [`TimeoutLayer`]: per-attempt, first-chunk and idle limits. Put it beneath
@@ -114,7 +116,7 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         self.layer(layer)
     }
 
-    fn chat_budget(self, layer: BudgetLayer) -> ServiceBuilder<Stack<BudgetLayer, L>> {
+    fn chat_budget<B>(self, layer: BudgetLayer<B>) -> ServiceBuilder<Stack<BudgetLayer<B>, L>> {
         self.layer(layer)
     }
 

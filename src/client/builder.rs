@@ -17,7 +17,7 @@ use chatstack_transport::{HttpTransport, HttpTransportBuilder};
 use tower::ServiceBuilder;
 use tower::util::BoxCloneSyncService;
 
-use super::{Client, Inner};
+use super::{Client, ClientBudget, Inner};
 
 /// The environment variable [`Client::from_env`] reads the API key from.
 pub const API_KEY_VAR: &str = "OPENAI_API_KEY";
@@ -77,6 +77,8 @@ enum TraceSetting {
 enum BudgetSetting {
     Cap(Usd),
     Layer(BudgetLayer),
+    #[cfg(feature = "redis")]
+    Shared(BudgetLayer<chatstack_middleware::redis::RedisBudget>),
 }
 
 /// Builds a [`Client`]: the default stack of DESIGN §4 over an [`HttpTransport`], each layer
@@ -87,7 +89,7 @@ enum BudgetSetting {
 /// | layer | default | set with | turn off with |
 /// |---|---|---|---|
 /// | trace | on: provider `openai`, server address and port from the base URL | [`trace`](Self::trace), [`provider`](Self::provider) | [`no_trace`](Self::no_trace) |
-/// | budget | off | [`budget`](Self::budget), [`budget_layer`](Self::budget_layer) | — |
+/// | budget | off | [`budget`](Self::budget), [`budget_layer`](Self::budget_layer), `shared_budget` (feature `redis`) | — |
 /// | cost | on: the built-in price table, a new [`CostLedger`] | [`pricing`](Self::pricing), [`ledger`](Self::ledger) | [`no_cost`](Self::no_cost) |
 /// | fallback | off | [`fallback_models`](Self::fallback_models) | — |
 /// | retry | on: [`RetryLayer::new`] (3 attempts, 0.5 s · 2ⁿ backoff capped at 8 s, `retry-after` up to 60 s, a 20 % retry budget) | [`retry`](Self::retry) | [`no_retry`](Self::no_retry) |
@@ -152,7 +154,7 @@ pub struct ClientBuilder {
 /// The layer values both stacks are built from.
 struct Layers {
     trace: Option<TraceLayer>,
-    budget: Option<BudgetLayer>,
+    budget: Option<ClientBudget>,
     cost: Option<CostLayer>,
     retry: Option<RetryLayer>,
     circuit_breaker: Option<CircuitBreakerLayer>,
@@ -320,6 +322,21 @@ impl ClientBuilder {
         self
     }
 
+    /// A budget in Redis, shared by every client (in every process) whose layer has the
+    /// same Redis and budget name: see `BudgetLayer::redis` in
+    /// [`middleware::redis`](crate::middleware::redis). It counts its own spending (the
+    /// actual cost of each response, priced by its own pricing) and is put where
+    /// [`budget`](Self::budget) would be; [`Client::budget`] reads its figures as of the
+    /// last reply from Redis.
+    #[cfg(feature = "redis")]
+    pub fn shared_budget(
+        mut self,
+        layer: BudgetLayer<chatstack_middleware::redis::RedisBudget>,
+    ) -> Self {
+        self.budget = Some(BudgetSetting::Shared(layer));
+        self
+    }
+
     /// How responses are priced: a price table, a multiplier for a relay, an unknown-model
     /// policy; see [`Pricing`]. Default: the built-in table at list price, unknown models
     /// counted as free.
@@ -430,16 +447,21 @@ impl ClientBuilder {
         let cost = self
             .cost
             .then(|| CostLayer::new(ledger.clone()).pricing(pricing.clone()));
-        let budget = self.budget.map(|budget| match budget {
-            BudgetSetting::Layer(layer) => layer,
-            BudgetSetting::Cap(cap) => {
-                let layer = if cost.is_some() {
-                    BudgetLayer::with_ledger(cap, ledger.clone())
-                } else {
-                    BudgetLayer::new(cap)
-                };
-                layer.pricing(budget_pricing(pricing))
-            }
+        let budget = self.budget.map(|budget| {
+            let layer = match budget {
+                BudgetSetting::Layer(layer) => layer,
+                BudgetSetting::Cap(cap) => {
+                    let layer = if cost.is_some() {
+                        BudgetLayer::with_ledger(cap, ledger.clone())
+                    } else {
+                        BudgetLayer::new(cap)
+                    };
+                    layer.pricing(budget_pricing(pricing))
+                }
+                #[cfg(feature = "redis")]
+                BudgetSetting::Shared(layer) => return tower::util::Either::Right(layer),
+            };
+            in_process(layer)
         });
         let trace = match self.trace {
             TraceSetting::Auto { provider } => Some(default_trace(provider, transport.url())),
@@ -518,6 +540,18 @@ fn default_trace(provider: Option<Arc<str>>, url: &str) -> TraceLayer {
         }
     }
     layer
+}
+
+/// An in-process budget layer, as the client holds it.
+#[cfg(not(feature = "redis"))]
+fn in_process(layer: BudgetLayer) -> ClientBudget {
+    layer
+}
+
+/// An in-process budget layer, as the client holds it.
+#[cfg(feature = "redis")]
+fn in_process(layer: BudgetLayer) -> ClientBudget {
+    tower::util::Either::Left(layer)
 }
 
 /// The client's pricing, made strict about unknown models for the budget (see

@@ -32,6 +32,14 @@ pub use builder::{
 };
 pub use stream::{ChatCompletionStream, ChatEvent};
 
+/// The client's budget layer: in process, or (with the `redis` feature) either that or one
+/// shared through Redis.
+#[cfg(not(feature = "redis"))]
+type ClientBudget = BudgetLayer;
+#[cfg(feature = "redis")]
+type ClientBudget =
+    tower::util::Either<BudgetLayer, BudgetLayer<chatstack_middleware::redis::RedisBudget>>;
+
 /// The client's unary stack as a tower service: `ChatRequest` in, `ChatResponse` out.
 /// Cloneable, `Send + Sync`; clones share the client's layers' state.
 pub type ChatService = BoxCloneSyncService<ChatRequest, ChatResponse, Error>;
@@ -99,7 +107,7 @@ struct Inner {
     stream: StreamService,
     url: String,
     ledger: CostLedger,
-    budget: Option<BudgetLayer>,
+    budget: Option<ClientBudget>,
     circuit_breaker: Option<CircuitBreakerLayer>,
     rate_limit: Option<RateLimitLayer>,
 }
@@ -214,7 +222,13 @@ impl Client {
 
     /// The spending budget's figures now (cap, spent, reserved), when a budget is set.
     pub fn budget(&self) -> Option<BudgetSnapshot> {
-        self.inner.budget.as_ref().map(BudgetLayer::snapshot)
+        #[cfg(not(feature = "redis"))]
+        return self.inner.budget.as_ref().map(BudgetLayer::snapshot);
+        #[cfg(feature = "redis")]
+        self.inner.budget.as_ref().map(|budget| match budget {
+            tower::util::Either::Left(layer) => layer.snapshot(),
+            tower::util::Either::Right(layer) => layer.snapshot(),
+        })
     }
 
     /// The state of the circuit of `key` (by default a model), when the client has a

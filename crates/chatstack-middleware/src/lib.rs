@@ -15,6 +15,7 @@
 //! | `budget` | `BudgetLayer` | refuses requests that would pass a spending cap |
 //! | `auth` | `AuthLayer` | injects the API key from a secret |
 //! | `trace` | `TraceLayer` | OpenTelemetry GenAI spans and events |
+//! | `redis` (in `full`, not `default`) | `RateLimitLayer::redis`, `BudgetLayer::redis`, `CostLedger::redis` | the rate limiter, budget and ledger shared across replicas through Redis |
 //!
 //! The default order, outermost first, is
 //! `trace → cost/budget → retry → circuit breaker → rate limit → timeout → auth → transport`:
@@ -94,6 +95,8 @@ mod guarded;
 mod keyed;
 #[cfg(feature = "rate-limit")]
 pub mod rate_limit;
+#[cfg(feature = "redis")]
+pub mod redis;
 #[cfg(feature = "retry")]
 pub mod retry;
 #[cfg(feature = "timeout")]

@@ -76,6 +76,11 @@ pub enum ErrorKind {
     BudgetExceeded,
     /// The request was cancelled.
     Cancelled,
+    /// A shared backend a layer keeps its state in (the Redis of a rate limiter or budget
+    /// shared across replicas) could not be reached, and the layer is configured to fail
+    /// closed. Not retryable: the retry layer would only multiply the load on a backend that
+    /// is down; the error's source says which backend and why.
+    BackendUnavailable,
     /// The configuration is invalid (a bad URL, a header value that is not valid).
     Config,
 }
@@ -120,6 +125,7 @@ impl fmt::Display for ErrorKind {
             Self::RateLimitWait => "rate limit wait refused",
             Self::BudgetExceeded => "budget exceeded",
             Self::Cancelled => "cancelled",
+            Self::BackendUnavailable => "shared backend unavailable",
             Self::Config => "invalid configuration",
         })
     }
@@ -519,7 +525,7 @@ impl Error {
     /// The server's `x-should-retry` decides first. Otherwise: rate limits (but never
     /// `insufficient_quota`), 5xx and 529, 408 and 409, connection failures, timeouts, and
     /// responses cut short are retryable; client errors, auth failures, decode errors,
-    /// budget and circuit rejections are not.
+    /// budget and circuit rejections, and an unreachable shared backend are not.
     pub fn is_retryable(&self) -> bool {
         if let Some(decided) = self.inner.should_retry {
             return decided;
@@ -617,6 +623,11 @@ impl Error {
     /// Whether the request was cancelled.
     pub fn is_cancelled(&self) -> bool {
         self.inner.kind == ErrorKind::Cancelled
+    }
+
+    /// Whether a layer's shared backend (Redis) was unreachable and the layer failed closed.
+    pub fn is_backend_unavailable(&self) -> bool {
+        self.inner.kind == ErrorKind::BackendUnavailable
     }
 
     /// Whether the provider (not the caller, not chatstack's own limits) is at fault: what a
@@ -763,6 +774,18 @@ mod tests {
         assert!(error.is_insufficient_quota());
         assert!(!error.is_rate_limited());
         assert!(!error.is_retryable());
+    }
+
+    #[test]
+    fn an_unreachable_shared_backend_is_neither_retried_nor_the_providers_fault() {
+        let error = Error::new(ErrorKind::BackendUnavailable, "redis down");
+        assert!(error.is_backend_unavailable());
+        assert!(
+            !error.is_retryable(),
+            "retrying would multiply the load on a backend that is down"
+        );
+        assert!(!error.is_provider_fault());
+        assert!(!error.is_connection());
     }
 
     #[test]

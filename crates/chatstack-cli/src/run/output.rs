@@ -41,6 +41,7 @@ pub fn error_code(error: &Error) -> &'static str {
         ErrorKind::RateLimitWait => "rate_limit_wait_refused",
         ErrorKind::BudgetExceeded => "budget_exceeded",
         ErrorKind::Cancelled => "cancelled",
+        ErrorKind::BackendUnavailable => "backend_unavailable",
         ErrorKind::Config => "config_error",
         _ => "error",
     }

@@ -10,7 +10,7 @@ use chatstack_proto::{Completion, Error, LlmResponse};
 use pin_project_lite::pin_project;
 
 use super::layer::Settings;
-use super::state::Reservation;
+use super::state::{Reservation, Settle};
 use crate::cost::{CacheTtl, Requested, Usd};
 use crate::guarded::{Guard, Guarded};
 
@@ -28,14 +28,14 @@ pin_project! {
 }
 
 /// An admitted request's reservation, and what settling it needs.
-pub(crate) struct Pending {
+pub(crate) struct Pending<T = Reservation> {
     pub(crate) settings: Arc<Settings>,
     pub(crate) requested: Requested,
     pub(crate) ttl: CacheTtl,
-    pub(crate) reservation: Reservation,
+    pub(crate) reservation: T,
 }
 
-impl Pending {
+impl<T: Settle> Pending<T> {
     /// Settles the reservation when the response completes.
     fn settle(self, completion: &Completion<'_>) {
         let Self {
@@ -71,8 +71,8 @@ impl Pending {
     }
 }
 
-impl<T: LlmResponse> Guard<T> for Pending {
-    fn succeeded(self, response: T) -> T {
+impl<T: Settle, U: LlmResponse> Guard<U> for Pending<T> {
+    fn succeeded(self, response: U) -> U {
         response.on_complete(move |completion| self.settle(completion))
     }
 

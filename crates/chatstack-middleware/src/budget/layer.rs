@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tower::Layer;
 
 use super::service::Budget;
-use super::state::{BudgetSnapshot, BudgetState};
+use super::state::{Backend, BudgetSnapshot, BudgetState, InProcess};
 use crate::cost::{CostLedger, Pricing, UnknownModel, Usd};
 
 /// The output tokens reserved for a request that sets no cap, for a model whose
@@ -36,10 +36,22 @@ pub const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 16_384;
 /// let capped = BudgetLayer::with_ledger(cap, ledger.clone());
 /// # let _ = capped;
 /// ```
-#[derive(Clone)]
-pub struct BudgetLayer {
-    state: Arc<BudgetState>,
+///
+/// The budget lives in this process ([`InProcess`]), unless the layer was made with
+/// `BudgetLayer::redis` (the `redis` feature): then every process that uses the same
+/// Redis and budget name shares it.
+pub struct BudgetLayer<B = InProcess> {
+    state: Arc<B>,
     settings: Arc<Settings>,
+}
+
+impl<B> Clone for BudgetLayer<B> {
+    fn clone(&self) -> Self {
+        Self {
+            state: Arc::clone(&self.state),
+            settings: Arc::clone(&self.settings),
+        }
+    }
 }
 
 /// How a budget prices the requests it admits.
@@ -72,8 +84,23 @@ impl BudgetLayer {
     }
 
     fn from_state(state: BudgetState) -> Self {
+        Self::with_backend(state)
+    }
+}
+
+impl<B: Backend> BudgetLayer<B> {
+    /// The budget's figures now. For a budget in Redis, as of the last reply from Redis
+    /// (every process's spending and reservations), with this layer's cap: no I/O; see
+    /// `shared_snapshot` for fresh figures.
+    pub fn snapshot(&self) -> BudgetSnapshot {
+        self.state.figures()
+    }
+}
+
+impl<B> BudgetLayer<B> {
+    pub(crate) fn with_backend(backend: B) -> Self {
         Self {
-            state: Arc::new(state),
+            state: Arc::new(backend),
             settings: Arc::new(Settings {
                 pricing: Pricing::default().unknown_model(UnknownModel::Error),
                 default_max_output_tokens: DEFAULT_MAX_OUTPUT_TOKENS,
@@ -102,18 +129,13 @@ impl BudgetLayer {
         self.with_settings(|settings| settings.stream_usage = request)
     }
 
-    /// The budget's figures now.
-    pub fn snapshot(&self) -> BudgetSnapshot {
-        self.state.snapshot()
-    }
-
     fn with_settings(mut self, change: impl FnOnce(&mut Settings)) -> Self {
         change(Arc::make_mut(&mut self.settings));
         self
     }
 }
 
-impl fmt::Debug for BudgetLayer {
+impl<B: Backend> fmt::Debug for BudgetLayer<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BudgetLayer")
             .field("budget", &self.snapshot())
@@ -122,8 +144,59 @@ impl fmt::Debug for BudgetLayer {
     }
 }
 
+#[cfg(feature = "redis")]
+impl BudgetLayer<crate::redis::RedisBudget> {
+    /// A budget of `cap` in Redis, shared by every process whose layer uses the same Redis
+    /// and [budget name](crate::redis::RedisBudget::new): reservations and settlements are
+    /// atomic across them (one script call each), so however many requests race in however
+    /// many processes, the reservations never pass the cap. Configure every replica with
+    /// the same cap.
+    ///
+    /// Each request waits one round trip for its reservation; settling is queued, and
+    /// reaches Redis even after an outage. A reservation whose process dies is given back
+    /// after its [TTL](crate::redis::RedisBudget::reservation_ttl). Prices, as for
+    /// [`BudgetLayer::new`], are the built-in ones with unknown models refused. See the
+    /// [`redis`](crate::redis) module.
+    ///
+    /// ```no_run
+    /// use chatstack_middleware::budget::BudgetLayer;
+    /// use chatstack_middleware::cost::Usd;
+    /// use chatstack_middleware::redis::{RedisBudget, RedisConnection};
+    ///
+    /// # async fn run() -> Result<(), chatstack_middleware::Error> {
+    /// let redis = RedisConnection::open("redis://127.0.0.1:6379/")?;
+    /// let budget = BudgetLayer::redis(Usd::from_dollars(50), RedisBudget::new(redis, "nightly"));
+    /// let fleet = budget.shared_snapshot().await?; // every replica's spending
+    /// println!("{} of {} spent", fleet.spent, fleet.cap);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn redis(cap: Usd, budget: crate::redis::RedisBudget) -> Self {
+        Self::with_backend(budget.with_cap(cap))
+    }
+
+    /// The shared budget's figures in Redis now (one round trip).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::BackendUnavailable`](chatstack_proto::ErrorKind::BackendUnavailable)
+    /// when Redis cannot be reached.
+    pub async fn shared_snapshot(&self) -> Result<BudgetSnapshot, chatstack_proto::Error> {
+        self.state.shared_snapshot().await
+    }
+}
+
 impl<S> Layer<S> for BudgetLayer {
     type Service = Budget<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Budget::from_parts(inner, Arc::clone(&self.state), Arc::clone(&self.settings))
+    }
+}
+
+#[cfg(feature = "redis")]
+impl<S> Layer<S> for BudgetLayer<crate::redis::RedisBudget> {
+    type Service = Budget<S, crate::redis::RedisBudget>;
 
     fn layer(&self, inner: S) -> Self::Service {
         Budget::from_parts(inner, Arc::clone(&self.state), Arc::clone(&self.settings))

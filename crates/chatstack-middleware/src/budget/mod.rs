@@ -90,6 +90,11 @@
 //! [`CostLayer`](crate::cost::CostLayer) records from any stack counts, and the budget only
 //! holds reservations. Put it outside the cost layer (see its docs).
 //!
+//! Across processes, with the `redis` feature: `BudgetLayer::redis` keeps the cap, the
+//! spent figure and the reservations in Redis, reserved and settled atomically for the whole
+//! fleet; see the `redis` module. The layer's type then says so (`BudgetLayer<RedisBudget>`,
+//! `Budget<S, RedisBudget>`): the in-process types and their code are unchanged.
+//!
 //! Models the price table does not know are refused by default
 //! ([`UnknownModel::Error`](crate::cost::UnknownModel::Error), an error of kind
 //! [`ErrorKind::Config`](crate::ErrorKind::Config)): their worst case has no bound. Set
@@ -104,9 +109,15 @@
 mod future;
 mod layer;
 mod service;
+#[cfg(feature = "redis")]
+mod shared;
 mod state;
 
 pub use future::ResponseFuture;
 pub use layer::{BudgetLayer, DEFAULT_MAX_OUTPUT_TOKENS};
 pub use service::Budget;
-pub use state::{BudgetRefusal, BudgetSnapshot};
+#[cfg(feature = "redis")]
+pub use shared::SharedResponseFuture;
+pub use state::{Backend, BudgetRefusal, BudgetSnapshot, InProcess};
+#[cfg(feature = "redis")]
+pub(crate) use state::{Reservation, Settle, sealed};

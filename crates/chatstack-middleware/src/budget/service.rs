@@ -9,8 +9,8 @@ use tower::Service;
 
 use super::future::{Pending, ResponseFuture};
 use super::layer::Settings;
-use super::state::{BudgetSnapshot, BudgetState};
-use crate::cost::{Usd, cache_ttl, request_usage};
+use super::state::{Backend, BudgetSnapshot, InProcess};
+use crate::cost::{CacheTtl, Requested, Usd, cache_ttl, request_usage};
 
 /// Refuses requests whose worst-case cost would pass a spending cap. See the
 /// [module docs](super).
@@ -19,15 +19,28 @@ use crate::cost::{Usd, cache_ttl, request_usage};
 /// `poll_ready` is the inner service's; a refused call fails in its response future with
 /// [`ErrorKind::BudgetExceeded`](chatstack_proto::ErrorKind::BudgetExceeded) without
 /// reaching the inner service.
-#[derive(Clone)]
-pub struct Budget<S> {
+///
+/// `B` is where the budget lives: in this process ([`InProcess`], the default), or in Redis
+/// (`RedisBudget`, with the `redis` feature), where a call also needs `S: Clone` (the request
+/// waits for its reservation in the response future, as the rate limiter's waits).
+pub struct Budget<S, B = InProcess> {
     inner: S,
-    state: Arc<BudgetState>,
+    state: Arc<B>,
     settings: Arc<Settings>,
 }
 
-impl<S> Budget<S> {
-    pub(crate) fn from_parts(inner: S, state: Arc<BudgetState>, settings: Arc<Settings>) -> Self {
+impl<S: Clone, B> Clone for Budget<S, B> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            state: Arc::clone(&self.state),
+            settings: Arc::clone(&self.settings),
+        }
+    }
+}
+
+impl<S, B> Budget<S, B> {
+    pub(crate) fn from_parts(inner: S, state: Arc<B>, settings: Arc<Settings>) -> Self {
         Self {
             inner,
             state,
@@ -50,13 +63,20 @@ impl<S> Budget<S> {
         self.inner
     }
 
-    /// The budget's figures now.
-    pub fn snapshot(&self) -> BudgetSnapshot {
-        self.state.snapshot()
+    #[cfg(feature = "redis")]
+    pub(crate) fn parts(&mut self) -> (&mut S, &Arc<B>, &Arc<Settings>) {
+        (&mut self.inner, &self.state, &self.settings)
     }
 }
 
-impl<S: fmt::Debug> fmt::Debug for Budget<S> {
+impl<S, B: Backend> Budget<S, B> {
+    /// The budget's figures now (for a budget in Redis, as of the last reply from Redis).
+    pub fn snapshot(&self) -> BudgetSnapshot {
+        self.state.figures()
+    }
+}
+
+impl<S: fmt::Debug, B: Backend> fmt::Debug for Budget<S, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Budget")
             .field("inner", &self.inner)
@@ -81,22 +101,9 @@ where
 
     fn call(&mut self, mut request: R) -> Self::Future {
         let settings = &self.settings;
-        let pricing = &settings.pricing;
-        let requested = match pricing.resolve_request(request.model()) {
-            Ok(requested) => requested,
+        let (requested, ttl, worst_case) = match worst_case(settings, &request) {
+            Ok(priced) => priced,
             Err(error) => return ResponseFuture::refused(error),
-        };
-        let ttl = cache_ttl(&request, pricing.default_cache_ttl());
-        let worst_case = match pricing.price_of(&requested) {
-            Some(price) => {
-                let output = request
-                    .max_output_tokens()
-                    .or(price.max_output_tokens)
-                    .unwrap_or(settings.default_max_output_tokens);
-                let picos = price.worst_case_picos(request.estimated_prompt_tokens(), output, ttl);
-                Usd::from_picos_scaled_up(picos, pricing.multiplier_ppm())
-            }
-            None => Usd::ZERO,
         };
         let reservation = match self.state.reserve(worst_case, request.model()) {
             Ok(reservation) => reservation,
@@ -116,4 +123,27 @@ where
         };
         ResponseFuture::new(self.inner.call(request), pending)
     }
+}
+
+/// What a request to the budget's pricing may cost at worst: its model as priced, its cache
+/// TTL, and its worst case (zero for an unknown model under a lenient pricing).
+pub(crate) fn worst_case<R: LlmRequest>(
+    settings: &Settings,
+    request: &R,
+) -> Result<(Requested, CacheTtl, Usd), Error> {
+    let pricing = &settings.pricing;
+    let requested = pricing.resolve_request(request.model())?;
+    let ttl = cache_ttl(request, pricing.default_cache_ttl());
+    let worst_case = match pricing.price_of(&requested) {
+        Some(price) => {
+            let output = request
+                .max_output_tokens()
+                .or(price.max_output_tokens)
+                .unwrap_or(settings.default_max_output_tokens);
+            let picos = price.worst_case_picos(request.estimated_prompt_tokens(), output, ttl);
+            Usd::from_picos_scaled_up(picos, pricing.multiplier_ppm())
+        }
+        None => Usd::ZERO,
+    };
+    Ok((requested, ttl, worst_case))
 }

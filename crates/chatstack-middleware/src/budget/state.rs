@@ -16,11 +16,46 @@ enum Spent {
     Ledger(CostLedger),
 }
 
-/// A budget shared by the clones of a layer and of the services it wraps.
-pub(crate) struct BudgetState {
+/// The in-process budget: the default backend of a [`BudgetLayer`](super::BudgetLayer),
+/// whose cap, spent figure and reservations live in this process, under one short-held
+/// lock, shared by the clones of the layer and of the services it wraps. (The other
+/// backend, with the `redis` feature, is `RedisBudget`, shared
+/// across processes.)
+pub struct InProcess {
     cap: Usd,
     spent: Spent,
     counts: Mutex<Counts>,
+}
+
+/// Where a [`BudgetLayer`](super::BudgetLayer)'s budget lives: [`InProcess`] (the default)
+/// or, with the `redis` feature, `RedisBudget`. Sealed.
+pub trait Backend: sealed::Sealed {}
+
+pub(crate) mod sealed {
+    use super::BudgetSnapshot;
+
+    /// What the layer asks of every backend.
+    pub trait Sealed: Send + Sync + 'static {
+        /// The budget's figures, as far as this process knows them without waiting.
+        fn figures(&self) -> BudgetSnapshot;
+    }
+}
+
+impl Backend for InProcess {}
+
+impl sealed::Sealed for InProcess {
+    fn figures(&self) -> BudgetSnapshot {
+        self.snapshot()
+    }
+}
+
+/// The in-process budget's old name, inside the crate.
+pub(crate) type BudgetState = InProcess;
+
+impl fmt::Debug for InProcess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("InProcess").field(&self.snapshot()).finish()
+    }
 }
 
 /// Integers changed together under the lock.
@@ -56,6 +91,9 @@ pub struct BudgetSnapshot {
     pub admitted: u64,
     /// Requests refused so far for passing the cap.
     pub refused: u64,
+    /// Reservations given back because their process stopped renewing them (it died): a
+    /// budget in Redis only (`RedisBudget`, with the `redis` feature), else 0.
+    pub expired: u64,
 }
 
 impl BudgetSnapshot {
@@ -67,7 +105,7 @@ impl BudgetSnapshot {
     }
 }
 
-impl BudgetState {
+impl InProcess {
     pub(crate) fn new(cap: Usd, ledger: Option<CostLedger>) -> Self {
         Self {
             cap,
@@ -98,11 +136,7 @@ impl BudgetState {
                 worst_case,
             };
             drop(counts);
-            return Err(Error::new(
-                ErrorKind::BudgetExceeded,
-                format!("{refusal} (model `{model}`)"),
-            )
-            .with_source(refusal));
+            return Err(refusal.error(model));
         }
         counts.reserved += worst_case.as_nanos();
         counts.in_flight += 1;
@@ -123,6 +157,7 @@ impl BudgetState {
             in_flight: counts.in_flight,
             admitted: counts.admitted,
             refused: counts.refused,
+            expired: 0,
         }
     }
 
@@ -147,6 +182,34 @@ impl BudgetState {
     }
 }
 
+/// What settling a request needs of its reservation, whichever budget holds it.
+pub(crate) trait Settle: Send + 'static {
+    /// The worst case reserved.
+    fn amount(&self) -> Usd;
+
+    /// Whether settling counts the actual cost as spent (not when the spent figure is a
+    /// ledger's, which the cost layer charges).
+    fn counts_spending(&self) -> bool;
+
+    /// Ends the reservation, counting `actual` as spent. Dropping a reservation unsettled
+    /// gives it back whole.
+    fn settle(self, actual: Usd);
+}
+
+impl Settle for Reservation {
+    fn amount(&self) -> Usd {
+        self.amount
+    }
+
+    fn counts_spending(&self) -> bool {
+        matches!(self.state.spent, Spent::Own)
+    }
+
+    fn settle(self, actual: Usd) {
+        Reservation::settle(self, actual);
+    }
+}
+
 /// The reservation of one admitted request: settled to the actual cost when its usage is
 /// known, and given back whole if it is dropped unsettled (the call failed, its future or
 /// its stream was dropped).
@@ -157,17 +220,6 @@ pub(crate) struct Reservation {
 }
 
 impl Reservation {
-    /// The worst case reserved.
-    pub(crate) fn amount(&self) -> Usd {
-        self.amount
-    }
-
-    /// Whether settling counts the actual cost as spent: not when the spent figure is a
-    /// ledger's, which the cost layer charges.
-    pub(crate) fn counts_spending(&self) -> bool {
-        matches!(self.state.spent, Spent::Own)
-    }
-
     /// Ends the reservation, counting `actual` as spent.
     pub(crate) fn settle(mut self, actual: Usd) {
         self.open = false;
@@ -211,6 +263,15 @@ impl BudgetRefusal {
     /// The figures of a budget refusal, if `error` is one.
     pub fn find(error: &Error) -> Option<&BudgetRefusal> {
         StdError::source(error)?.downcast_ref()
+    }
+
+    /// The error of a refusal of a request to `model`.
+    pub(crate) fn error(self, model: &str) -> Error {
+        Error::new(
+            ErrorKind::BudgetExceeded,
+            format!("{self} (model `{model}`)"),
+        )
+        .with_source(self)
     }
 }
 

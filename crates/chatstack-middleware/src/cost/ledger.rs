@@ -44,6 +44,9 @@ struct Inner {
     state: Mutex<State>,
     /// `state.total.cost`, readable without the lock.
     total_cost: AtomicU64,
+    /// The account in Redis every record is added to as well.
+    #[cfg(feature = "redis")]
+    remote: Option<crate::redis::RedisLedger>,
 }
 
 #[derive(Default)]
@@ -104,6 +107,56 @@ impl CostLedger {
         Self::default()
     }
 
+    /// An empty ledger that also adds every record to an account in Redis, which every
+    /// process recording into the same Redis and ledger name shares: this ledger's
+    /// [`snapshot`](Self::snapshot) is this process's spending, and
+    /// [`shared_snapshot`](Self::shared_snapshot) the fleet's. Records reach Redis through
+    /// the connection's queue (the cost layer does not wait for them), in order, once each,
+    /// after an outage too; see [`RedisLedger`](crate::redis::RedisLedger).
+    ///
+    /// ```no_run
+    /// use chatstack_middleware::cost::{CostLayer, CostLedger};
+    /// use chatstack_middleware::redis::{RedisConnection, RedisLedger};
+    ///
+    /// # async fn run() -> Result<(), chatstack_middleware::Error> {
+    /// let redis = RedisConnection::open("redis://127.0.0.1:6379/")?;
+    /// let ledger = CostLedger::redis(RedisLedger::new(redis.clone(), "team-a"));
+    /// let layer = CostLayer::new(ledger.clone());
+    /// // ... requests ...
+    /// redis.flush().await; // everything recorded so far is in Redis
+    /// let fleet = ledger.shared_snapshot().await?;
+    /// println!("the fleet spent {}", fleet.total.cost);
+    /// # let _ = layer;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "redis")]
+    pub fn redis(ledger: crate::redis::RedisLedger) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                remote: Some(ledger),
+                ..Inner::default()
+            }),
+        }
+    }
+
+    /// The account in Redis (see [`CostLedger::redis`]): what every process recorded into
+    /// it, by model and by tag (without [`unknown_models`](LedgerSnapshot::unknown_models),
+    /// which stay per process). A ledger without Redis returns its own
+    /// [`snapshot`](Self::snapshot).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::BackendUnavailable`](chatstack_proto::ErrorKind::BackendUnavailable)
+    /// when Redis cannot be reached.
+    #[cfg(feature = "redis")]
+    pub async fn shared_snapshot(&self) -> Result<LedgerSnapshot, chatstack_proto::Error> {
+        match &self.inner.remote {
+            Some(remote) => remote.snapshot().await,
+            None => Ok(self.snapshot()),
+        }
+    }
+
     /// Adds a response's cost, under its model and, when given, under `tag`.
     pub fn record(&self, cost: &ResponseCost, tag: Option<&str>) {
         let mut state = self.lock();
@@ -129,6 +182,11 @@ impl CostLedger {
         self.inner
             .total_cost
             .store(state.total.cost.as_nanos(), Ordering::Release);
+        #[cfg(feature = "redis")]
+        if let Some(remote) = &self.inner.remote {
+            // Queued under the lock: the records reach Redis in the order they were made.
+            remote.record(cost, tag);
+        }
     }
 
     /// Counts a request refused because its model has no price.

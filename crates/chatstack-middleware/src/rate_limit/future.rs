@@ -56,6 +56,11 @@ struct Waiting<S, R> {
     request: Option<R>,
     deadline: Option<Instant>,
     sleep: Option<Pin<Box<Sleep>>>,
+    /// Puts a [`SharedAdmission`](crate::redis::SharedAdmission) in the request's
+    /// extensions (a function of the request type, made where it is known to be an
+    /// `LlmRequest`).
+    #[cfg(feature = "redis")]
+    mark: fn(&mut R, std::time::SystemTime),
 }
 
 impl<S, R> ResponseFuture<S, R>
@@ -71,12 +76,10 @@ where
         }
     }
 
-    pub(crate) fn queued(
-        ticket: Ticket,
-        service: S,
-        request: R,
-        deadline: Option<Instant>,
-    ) -> Self {
+    pub(crate) fn queued(ticket: Ticket, service: S, request: R, deadline: Option<Instant>) -> Self
+    where
+        R: chatstack_proto::LlmRequest,
+    {
         Self {
             state: State::Waiting {
                 waiting: Box::new(Waiting {
@@ -85,6 +88,13 @@ where
                     request: Some(request),
                     deadline,
                     sleep: None,
+                    #[cfg(feature = "redis")]
+                    mark: |request, at| {
+                        request
+                            .meta_mut()
+                            .extensions
+                            .insert(crate::redis::SharedAdmission { server_time: at });
+                    },
                 }),
             },
         }
@@ -109,13 +119,18 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Waiting { waiting } => {
-                    match waiting.ticket.poll_turn(waiting.deadline, cx.waker()) {
+                    match waiting.ticket.poll_turn(waiting.deadline, cx) {
                         Turn::Admitted(charge) => {
-                            let (Some(mut service), Some(request)) =
+                            #[allow(unused_mut)]
+                            let (Some(mut service), Some(mut request)) =
                                 (waiting.service.take(), waiting.request.take())
                             else {
                                 unreachable!("a waiting request is admitted once");
                             };
+                            #[cfg(feature = "redis")]
+                            if let Some(at) = charge.shared_at {
+                                (waiting.mark)(&mut request, at);
+                            }
                             let future = service.call(request);
                             this.state.set(State::Calling {
                                 future,

@@ -63,7 +63,13 @@ pub const DEFAULT_MAX_OUTPUT_TOKENS: u32 = 1024;
 pub struct Quota {
     per_minute: u32,
     burst: u32,
+    /// The length of the quota's "minute", in nanoseconds: 60 s, except in tests that
+    /// compress time (see [`scaled_minute`](Self::scaled_minute)).
+    minute_nanos: u64,
 }
+
+/// A minute, in nanoseconds.
+const MINUTE_NANOS: u64 = 60_000_000_000;
 
 impl Quota {
     /// At most `cells` a minute, with the default burst (a twentieth of it, at least 1).
@@ -73,6 +79,7 @@ impl Quota {
         Self {
             per_minute,
             burst: per_minute.div_ceil(DEFAULT_BURST_DIVISOR),
+            minute_nanos: MINUTE_NANOS,
         }
     }
 
@@ -102,11 +109,28 @@ impl Quota {
         self.per_minute - self.burst + 1
     }
 
+    /// Compresses time for tests that cannot run on tokio's paused clock (the Redis
+    /// backend's: redis-rs needs real time): the quota's "minute" lasts `minute` instead, and
+    /// every guarantee holds for windows of that length. Not for production use.
+    #[doc(hidden)]
+    pub fn scaled_minute(mut self, minute: Duration) -> Self {
+        self.minute_nanos = u64::try_from(minute.as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1_000_000);
+        self
+    }
+
+    /// The length of the quota's window: a minute (unless [scaled](Self::scaled_minute)).
+    #[cfg(feature = "redis")]
+    pub(crate) fn window_nanos(&self) -> u64 {
+        self.minute_nanos
+    }
+
     /// The GCRA's emission interval: a minute over the steady rate, rounded up to the
     /// nanosecond so that rounding never lets a window pass the quota.
     pub(crate) fn interval_nanos(&self) -> u64 {
-        const MINUTE_NANOS: u64 = 60_000_000_000;
-        MINUTE_NANOS.div_ceil(u64::from(self.steady_per_minute()))
+        self.minute_nanos
+            .div_ceil(u64::from(self.steady_per_minute()))
     }
 }
 
@@ -368,6 +392,37 @@ impl RateLimitLayer {
         Self {
             limiters: Arc::new(Limiters::new(Settings::new(config))),
         }
+    }
+
+    /// A layer whose limiters are shared, through Redis, with every process that uses the
+    /// same Redis and [limiter name](crate::redis::RedisLimiter::name): one limiter per key
+    /// (by default, per model) for the whole fleet, so that ten replicas together stay
+    /// within `config`'s quotas. Configure every replica alike.
+    ///
+    /// Everything else is the in-process layer's: the FIFO queue of each key (per process),
+    /// deadlines, reconciliation and slowing down (shared), [`status`](Self::status) (as of
+    /// the last decision). Each decision is one round trip to Redis; while Redis is
+    /// unreachable the layer follows the limiter's [`Outage`](crate::redis::Outage) policy.
+    /// See the [`redis`](crate::redis) module.
+    ///
+    /// ```no_run
+    /// use chatstack_middleware::rate_limit::{RateLimitConfig, RateLimitLayer};
+    /// use chatstack_middleware::redis::{Outage, RedisConnection, RedisLimiter};
+    ///
+    /// # fn main() -> Result<(), chatstack_middleware::Error> {
+    /// let redis = RedisConnection::open("redis://127.0.0.1:6379/")?;
+    /// let layer = RateLimitLayer::redis(
+    ///     RateLimitConfig::default().requests_per_minute(600).tokens_per_minute(100_000),
+    ///     RedisLimiter::new(redis).on_outage(Outage::FailOpen { local_share: 0.1 }),
+    /// );
+    /// # let _ = layer;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "redis")]
+    pub fn redis(config: RateLimitConfig, limiter: crate::redis::RedisLimiter) -> Self {
+        let shared = limiter.into_shared();
+        Self::new(config).with_settings(|settings| settings.remote = Some(shared))
     }
 
     /// Keys limiters by a function of the request (by default: its model). Return a borrowed

@@ -147,6 +147,11 @@
 //! to reconcile. The `rate_limit` group of `cargo bench -p chatstack-middleware --bench layers`
 //! measures it.
 //!
+//! Across processes (replicas of a service sharing one provider quota), with the `redis`
+//! feature: `RateLimitLayer::redis` keeps each key's limiter in Redis, one round trip per
+//! admission, with the same guarantee for the whole fleet; see the `redis` module. The
+//! in-process path does not change (one branch on whether the layer is shared).
+//!
 //! # Example
 //!
 //! ```

@@ -15,7 +15,7 @@ use std::fmt;
 use std::num::{NonZeroU32, NonZeroU64};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::Waker;
+use std::task::{Context, Waker};
 
 use chatstack_proto::{Error, LlmRequest, LlmResponse, RateLimitSnapshot, Usage};
 use governor::RateLimiter;
@@ -29,6 +29,8 @@ use super::counter::TokenCounter;
 use super::layer::{PerKey, Quota, RateLimitConfig, Reconcile};
 use super::refused::{RateLimitRefused, RefusalReason};
 use crate::keyed::KeyedMap;
+#[cfg(feature = "redis")]
+use crate::redis::limiter::{Ask, AskFuture, Asked, RemoteKey, SharedLimiter, local_quota};
 
 /// governor's clock: the time of the decision being made, in nanoseconds since the key's
 /// origin on tokio's clock.
@@ -249,6 +251,9 @@ pub(crate) struct Settings {
     pub(crate) per_key: PerKey,
     pub(crate) key_by: KeyBy,
     pub(crate) counter: Option<Arc<dyn TokenCounter>>,
+    /// The limiters in Redis, shared with other processes; `None`: in process.
+    #[cfg(feature = "redis")]
+    pub(crate) remote: Option<Arc<SharedLimiter>>,
 }
 
 impl Settings {
@@ -258,18 +263,23 @@ impl Settings {
             per_key: PerKey::default(),
             key_by: KeyBy::Model,
             counter: None,
+            #[cfg(feature = "redis")]
+            remote: None,
         }
     }
 }
 
 impl fmt::Debug for Settings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Settings")
+        let mut debug = f.debug_struct("Settings");
+        debug
             .field("config", &self.config)
             .field("per_key", &self.per_key)
             .field("key_by", &self.key_by)
-            .field("token_counter", &self.counter.is_some())
-            .finish()
+            .field("token_counter", &self.counter.is_some());
+        #[cfg(feature = "redis")]
+        debug.field("redis", &self.remote);
+        debug.finish()
     }
 }
 
@@ -300,6 +310,10 @@ impl Limiters {
                 .get(&key)
                 .copied()
                 .unwrap_or(self.settings.config);
+            #[cfg(feature = "redis")]
+            if let Some(shared) = &self.settings.remote {
+                return KeyLimiter::shared(key, config, shared);
+            }
             KeyLimiter::new(key, config)
         })
     }
@@ -514,29 +528,64 @@ pub(crate) struct KeyLimiter {
     /// Time zero of the key's GCRAs.
     origin: Instant,
     clock: DecisionClock,
+    /// The GCRAs of `config`'s quotas; with a shared limiter, of the share this process
+    /// keeps for itself while Redis is unreachable.
     requests: Option<Bucket>,
     tokens: Option<Bucket>,
     state: Mutex<KeyState>,
+    /// The key's limiter in Redis, which decides instead of the buckets while it answers.
+    #[cfg(feature = "redis")]
+    remote: Option<RemoteKey>,
 }
 
 impl KeyLimiter {
     fn new(key: Arc<str>, config: RateLimitConfig) -> Self {
+        Self::with_buckets(key, config, config.requests, config.tokens)
+    }
+
+    fn with_buckets(
+        key: Arc<str>,
+        config: RateLimitConfig,
+        requests: Option<Quota>,
+        tokens: Option<Quota>,
+    ) -> Self {
         let clock = DecisionClock::default();
         Self {
             key,
             origin: Instant::now(),
-            requests: config
-                .requests
-                .map(|quota| Bucket::new(quota, clock.clone())),
-            tokens: config.tokens.map(|quota| Bucket::new(quota, clock.clone())),
+            requests: requests.map(|quota| Bucket::new(quota, clock.clone())),
+            tokens: tokens.map(|quota| Bucket::new(quota, clock.clone())),
             clock,
             config,
             state: Mutex::default(),
+            #[cfg(feature = "redis")]
+            remote: None,
         }
+    }
+
+    /// A key whose limiter is in Redis; its in-process buckets hold the local share of the
+    /// quotas, for an outage.
+    #[cfg(feature = "redis")]
+    fn shared(key: Arc<str>, config: RateLimitConfig, shared: &Arc<SharedLimiter>) -> Self {
+        let share = shared.local_share().unwrap_or(1.0);
+        let remote = shared.key(&key, &config);
+        let requests = config.requests.map(|quota| local_quota(quota, share));
+        let tokens = config.tokens.map(|quota| local_quota(quota, share));
+        let mut limiter = Self::with_buckets(key, config, requests, tokens);
+        limiter.remote = Some(remote);
+        limiter
     }
 
     pub(crate) fn key(&self) -> &str {
         &self.key
+    }
+
+    /// Whether the key's limiter is in Redis.
+    fn is_shared(&self) -> bool {
+        #[cfg(feature = "redis")]
+        return self.remote.is_some();
+        #[cfg(not(feature = "redis"))]
+        false
     }
 
     /// The tokens `request` is charged: its prompt tokens plus its output cap (or the
@@ -564,9 +613,9 @@ impl KeyLimiter {
     /// deadline. A request larger than the burst but within the quota is admitted like any
     /// other, once its bucket allows it (see [`Bucket::take_beyond_burst`]).
     pub(crate) fn start(self: &Arc<Self>, tokens: u64, deadline: Option<Instant>) -> Start {
-        let tokens = match &self.tokens {
-            Some(bucket) if tokens > u64::from(bucket.quota.limit()) => {
-                let limit = bucket.quota.limit();
+        let tokens = match &self.config.tokens {
+            Some(quota) if tokens > u64::from(quota.limit()) => {
+                let limit = quota.limit();
                 return Start::Refused(self.refuse(RefusalReason::TooLarge { tokens, limit }));
             }
             // Within the quota, so within u32.
@@ -574,6 +623,13 @@ impl KeyLimiter {
         };
         let mut now = LazyNow(None);
         let mut state = self.lock();
+        #[cfg(feature = "redis")]
+        if self.remote.is_some() {
+            // Decided in Redis, by the head of the queue, from the response future.
+            let ticket = state.enqueue(tokens);
+            drop(state);
+            return Start::Queued(self.ticket(ticket, tokens, now.get()));
+        }
         let wait = if state.waiting == 0 {
             match self.admit_now(&mut state, tokens, &mut now) {
                 Ok(seq) => {
@@ -600,13 +656,19 @@ impl KeyLimiter {
         }
         let ticket = state.enqueue(tokens);
         drop(state);
-        Start::Queued(Ticket {
+        Start::Queued(self.ticket(ticket, tokens, now))
+    }
+
+    fn ticket(self: &Arc<Self>, ticket: u64, tokens: u32, since: Instant) -> Ticket {
+        Ticket {
             limiter: Arc::clone(self),
             ticket,
             tokens,
-            since: now,
+            since,
             queued: true,
-        })
+            #[cfg(feature = "redis")]
+            ask: None,
+        }
     }
 
     /// Takes a request cell and `tokens` token cells, all or nothing; the sequence of the
@@ -674,11 +736,28 @@ impl KeyLimiter {
         wait
     }
 
+    /// Empties the in-process buckets at `now`: the local share of a shared limiter starts
+    /// so at each outage, adding no burst to what the fleet was sending.
+    #[cfg(feature = "redis")]
+    fn empty_buckets(&self, now: Instant) {
+        let nanos = self.nanos_since_origin(now);
+        for bucket in [&self.requests, &self.tokens].into_iter().flatten() {
+            bucket.tat.set(
+                bucket
+                    .tat
+                    .get()
+                    .max(nanos.saturating_add(bucket.capacity())),
+            );
+        }
+    }
+
     fn charge(self: &Arc<Self>, seq: u64, tokens: u32) -> Charge {
         Charge {
             limiter: Arc::clone(self),
             seq,
             tokens,
+            #[cfg(feature = "redis")]
+            shared_at: None,
         }
     }
 
@@ -699,7 +778,8 @@ impl KeyLimiter {
 
     /// Corrects the charge of a completed request (sequence `seq`, `charged` tokens) with its
     /// real usage.
-    fn reconcile(&self, seq: u64, charged: u32, usage: Option<&Usage>) {
+    #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
+    fn reconcile(&self, seq: u64, charged: u32, usage: Option<&Usage>, shared: bool) {
         let (Some(bucket), Some(usage)) = (&self.tokens, usage.filter(|usage| !usage.is_empty()))
         else {
             return;
@@ -707,6 +787,18 @@ impl KeyLimiter {
         let used = usage.prompt_tokens.saturating_add(usage.completion_tokens);
         let charged = u64::from(charged);
         let mode = self.config.reconcile;
+        #[cfg(feature = "redis")]
+        if let (Some(remote), true) = (&self.remote, shared) {
+            remote.reconcile(seq, charged, used, mode);
+            let mut state = self.lock();
+            if used < charged && mode.gives_credit() {
+                state.credited += charged - used;
+            } else if used > charged && mode.charges_debt() {
+                let limit = self.config.tokens.map_or(0, |quota| quota.limit());
+                state.debited += (used - charged).min(u64::from(limit));
+            }
+            return;
+        }
         if used < charged && mode.gives_credit() {
             let over = (charged - used).saturating_mul(bucket.interval);
             let wake = {
@@ -754,6 +846,12 @@ impl KeyLimiter {
                 return;
             }
             state.paused_until = Some(until);
+            #[cfg(feature = "redis")]
+            if let Some(remote) = &self.remote {
+                // The provider's quota is the fleet's: every process holds back. (Queued
+                // under the lock, so that pauses reach Redis in the order they were made.)
+                remote.pause(pause);
+            }
             // Every waiter looks again: the head sleeps until the pause ends, and a waiter
             // whose deadline falls inside it is refused now rather than at its deadline.
             state
@@ -829,9 +927,19 @@ impl KeyLimiter {
         let nanos = self.nanos_since_origin(now);
         let mut state = self.lock();
         let paused = state.pause_left(now);
+        #[allow(unused_mut)]
+        let mut available = (
+            self.requests.as_ref().map(|bucket| bucket.available(nanos)),
+            self.tokens.as_ref().map(|bucket| bucket.available(nanos)),
+        );
+        #[cfg(feature = "redis")]
+        if let Some(remote) = &self.remote {
+            // As of the last decision Redis made for this process.
+            available = remote.available();
+        }
         KeyStatus {
-            requests_available: self.requests.as_ref().map(|bucket| bucket.available(nanos)),
-            tokens_available: self.tokens.as_ref().map(|bucket| bucket.available(nanos)),
+            requests_available: available.0,
+            tokens_available: available.1,
             waiting: state.waiting,
             paused_for: (!paused.is_zero()).then_some(paused),
             tokens_credited: state.credited,
@@ -864,70 +972,202 @@ pub(crate) struct Ticket {
     since: Instant,
     /// Still in the queue (not yet admitted or refused).
     queued: bool,
+    /// The head's decision in flight, for a limiter in Redis.
+    #[cfg(feature = "redis")]
+    ask: Option<AskFuture>,
 }
 
 impl Ticket {
-    /// Whether this request may go now; registers `waker` for when that may change.
-    pub(crate) fn poll_turn(&mut self, deadline: Option<Instant>, waker: &Waker) -> Turn {
+    /// Whether this request may go now; registers the task for when that may change.
+    pub(crate) fn poll_turn(&mut self, deadline: Option<Instant>, cx: &mut Context<'_>) -> Turn {
+        #[cfg(feature = "redis")]
+        if self.limiter.remote.is_some() {
+            return self.poll_shared_turn(deadline, cx);
+        }
+        let waker = cx.waker();
         let limiter = Arc::clone(&self.limiter);
         let mut now = LazyNow(None);
         let mut state = limiter.lock();
         let index = state.index(self.ticket);
-        let (outcome, wake) = if index == 0 {
-            match limiter.admit_now(&mut state, self.tokens, &mut now) {
-                Ok(seq) => (Ok(seq), state.remove(0)),
-                Err(wait) => match past_deadline(now.get(), wait, deadline) {
-                    Some(reason) => (Err(reason), state.remove(0)),
-                    None => {
-                        state.set_waker(0, waker);
-                        return Turn::Wait(Some(now.get() + wait));
-                    }
-                },
-            }
-        } else {
-            // Behind others. Its wait is known once it is the head; until then it is refused
-            // early only if its deadline has come, or falls inside a pause.
-            let now = now.get();
-            let pause = state.pause_left(now);
-            match past_deadline(now, pause, deadline) {
-                Some(_) => {
-                    let (tokens, requests) = state.queue.range(..=index).flatten().fold(
-                        (0, 0),
-                        |(tokens, requests), waiter| {
-                            (tokens + u64::from(waiter.tokens), requests + 1)
-                        },
-                    );
-                    let wait = limiter.estimate(&mut state, tokens, requests, now);
-                    let left =
-                        deadline.map_or(Duration::ZERO, |d| d.saturating_duration_since(now));
-                    (
-                        Err(RefusalReason::PastDeadline { wait, left }),
-                        state.remove(index),
-                    )
-                }
+        if index != 0 {
+            return self.behind(state, index, now.get(), deadline, waker);
+        }
+        let (outcome, wake) = match limiter.admit_now(&mut state, self.tokens, &mut now) {
+            Ok(seq) => (Ok(seq), state.remove(0)),
+            Err(wait) => match past_deadline(now.get(), wait, deadline) {
+                Some(reason) => (Err(reason), state.remove(0)),
                 None => {
-                    state.set_waker(index, waker);
-                    return Turn::Wait(deadline);
+                    state.set_waker(0, waker);
+                    return Turn::Wait(Some(now.get() + wait));
                 }
-            }
+            },
         };
         drop(state);
+        let outcome = outcome
+            .map(|seq| limiter.charge(seq, self.tokens))
+            .map_err(|reason| limiter.refuse(reason));
+        self.leave(outcome, wake, now.get())
+    }
+
+    /// A request behind others. Its wait is known once it is the head; until then it is
+    /// refused early only if its deadline has come, or falls inside a pause.
+    fn behind(
+        &mut self,
+        mut state: MutexGuard<'_, KeyState>,
+        index: usize,
+        now: Instant,
+        deadline: Option<Instant>,
+        waker: &Waker,
+    ) -> Turn {
+        let limiter = Arc::clone(&self.limiter);
+        let pause = state.pause_left(now);
+        if past_deadline(now, pause, deadline).is_none() {
+            state.set_waker(index, waker);
+            return Turn::Wait(deadline);
+        }
+        let (tokens, requests) = state
+            .queue
+            .range(..=index)
+            .flatten()
+            .fold((0, 0), |(tokens, requests), waiter| {
+                (tokens + u64::from(waiter.tokens), requests + 1)
+            });
+        // A shared limiter's wait is Redis's to know: only the pause is known here.
+        let wait = if limiter.is_shared() {
+            pause
+        } else {
+            limiter.estimate(&mut state, tokens, requests, now)
+        };
+        let left = deadline.map_or(Duration::ZERO, |d| d.saturating_duration_since(now));
+        let wake = state.remove(index);
+        drop(state);
+        let refusal = Err(limiter.refuse(RefusalReason::PastDeadline { wait, left }));
+        self.leave(refusal, wake, now)
+    }
+
+    /// Leaves the queue admitted or refused, waking the next head.
+    fn leave(&mut self, outcome: Result<Charge, Error>, wake: Option<Waker>, now: Instant) -> Turn {
         self.queued = false;
         if let Some(waker) = wake {
             waker.wake();
         }
         match outcome {
-            Ok(seq) => {
+            Ok(charge) => {
                 tracing::debug!(
-                    key = %limiter.key,
+                    key = %self.limiter.key,
                     cells = self.tokens,
-                    wait_ms = now.get().saturating_duration_since(self.since).as_millis() as u64,
+                    wait_ms = now.saturating_duration_since(self.since).as_millis() as u64,
                     "rate limit: waited"
                 );
-                Turn::Admitted(limiter.charge(seq, self.tokens))
+                Turn::Admitted(charge)
             }
-            Err(reason) => Turn::Refused(limiter.refuse(reason)),
+            Err(error) => Turn::Refused(error),
         }
+    }
+
+    /// The turn of a request whose limiter is in Redis: the head of the queue asks Redis
+    /// (one decision in flight per key and process), waits as long as Redis says, and asks
+    /// again; while Redis is unreachable it follows the key's [`Outage`] policy.
+    #[cfg(feature = "redis")]
+    fn poll_shared_turn(&mut self, deadline: Option<Instant>, cx: &mut Context<'_>) -> Turn {
+        use std::task::Poll;
+
+        let limiter = Arc::clone(&self.limiter);
+        let Some(remote) = &limiter.remote else {
+            unreachable!("a shared turn has a shared limiter");
+        };
+        let now = Instant::now();
+        {
+            let mut state = limiter.lock();
+            let index = state.index(self.ticket);
+            if index != 0 {
+                return self.behind(state, index, now, deadline, cx.waker());
+            }
+            let paused = state.pause_left(now);
+            if !paused.is_zero() {
+                if let Some(reason) = past_deadline(now, paused, deadline) {
+                    let wake = state.remove(0);
+                    drop(state);
+                    return self.leave(Err(limiter.refuse(reason)), wake, now);
+                }
+                state.set_waker(0, cx.waker());
+                return Turn::Wait(Some(now + paused));
+            }
+        }
+        let mut ask: AskFuture = match self.ask.take() {
+            Some(ask) => ask,
+            None => match remote.ask(self.tokens) {
+                Ask::Later(ask) => ask,
+                Ask::Now(asked) => return self.asked(asked, deadline, cx),
+            },
+        };
+        match ask.as_mut().poll(cx) {
+            Poll::Ready(asked) => self.asked(asked, deadline, cx),
+            Poll::Pending => {
+                self.ask = Some(ask);
+                Turn::Wait(None)
+            }
+        }
+    }
+
+    /// What the head does with Redis's answer.
+    #[cfg(feature = "redis")]
+    fn asked(&mut self, asked: Asked, deadline: Option<Instant>, cx: &mut Context<'_>) -> Turn {
+        /// Why the head leaves the queue without being admitted.
+        enum Refusal {
+            Limit(RefusalReason),
+            Unavailable(crate::redis::limiter::Failure),
+        }
+        let limiter = Arc::clone(&self.limiter);
+        let Some(remote) = &limiter.remote else {
+            unreachable!("a shared turn has a shared limiter");
+        };
+        let now = Instant::now();
+        let mut state = limiter.lock();
+        let outcome = match asked {
+            Asked::Admitted { seq, at } => {
+                let mut charge = limiter.charge(seq, self.tokens);
+                charge.shared_at = Some(at);
+                Ok(charge)
+            }
+            Asked::Wait(wait) => match past_deadline(now, wait, deadline) {
+                Some(reason) => Err(Refusal::Limit(reason)),
+                None => {
+                    state.set_waker(0, cx.waker());
+                    return Turn::Wait(Some(now + wait));
+                }
+            },
+            Asked::Unavailable(failure) if remote.outage().local_share().is_none() => {
+                Err(Refusal::Unavailable(failure))
+            }
+            Asked::Unavailable(_) => {
+                // Fail open: this process's share of the quota, in process, starting empty.
+                let mut lazy = LazyNow(Some(now));
+                if remote.new_outage() {
+                    limiter.empty_buckets(now);
+                }
+                match limiter.admit_now(&mut state, self.tokens, &mut lazy) {
+                    Ok(seq) => Ok(limiter.charge(seq, self.tokens)),
+                    Err(wait) => match past_deadline(now, wait, deadline) {
+                        Some(reason) => Err(Refusal::Limit(reason)),
+                        None => {
+                            state.set_waker(0, cx.waker());
+                            return Turn::Wait(Some(now + wait));
+                        }
+                    },
+                }
+            }
+        };
+        let wake = state.remove(0);
+        drop(state);
+        let outcome = outcome.map_err(|refusal| match refusal {
+            Refusal::Limit(reason) => limiter.refuse(reason),
+            Refusal::Unavailable(failure) => {
+                tracing::debug!(key = %limiter.key, cause = %failure, "rate limit: Redis unreachable; refused (fail closed)");
+                remote.unavailable(&failure)
+            }
+        });
+        self.leave(outcome, wake, now)
     }
 }
 
@@ -963,6 +1203,9 @@ pub(crate) struct Charge {
     limiter: Arc<KeyLimiter>,
     seq: u64,
     tokens: u32,
+    /// For an admission by the shared limiter: the Redis server's clock at the decision.
+    #[cfg(feature = "redis")]
+    pub(crate) shared_at: Option<std::time::SystemTime>,
 }
 
 impl Charge {
@@ -976,12 +1219,24 @@ impl Charge {
         {
             return response;
         }
+        let shared = self.is_shared();
         let Self {
             limiter,
             seq,
             tokens,
+            ..
         } = self;
-        response.on_complete(move |completion| limiter.reconcile(seq, tokens, completion.usage))
+        response.on_complete(move |completion| {
+            limiter.reconcile(seq, tokens, completion.usage, shared);
+        })
+    }
+
+    /// Whether the shared limiter (not the in-process fallback) admitted the request.
+    fn is_shared(&self) -> bool {
+        #[cfg(feature = "redis")]
+        return self.shared_at.is_some();
+        #[cfg(not(feature = "redis"))]
+        false
     }
 
     /// The call failed: slow down after a 429. The charge stands.

@@ -61,6 +61,7 @@ pub fn error_type(error: &Error) -> Cow<'static, str> {
         ErrorKind::RateLimitWait => "rate_limit_wait",
         ErrorKind::BudgetExceeded => "budget_exceeded",
         ErrorKind::Cancelled => "cancelled",
+        ErrorKind::BackendUnavailable => "backend_unavailable",
         ErrorKind::Config => "config_error",
         _ => "_OTHER",
     })
