@@ -447,49 +447,17 @@ fn finish_reason() -> BoxedStrategy<Value> {
 
 /// A `chat.completion.chunk`-like object.
 fn chunk_json() -> BoxedStrategy<Value> {
-    let delta = object_of(vec![
-        (
-            "role",
-            prop_oneof![Just(Value::from("assistant")), text()].boxed(),
-        ),
-        ("content", text()),
-        ("refusal", text()),
-        ("reasoning_content", text()),
-        (
-            "tool_calls",
-            prop::collection::vec(tool_call(), 0..3)
-                .prop_map(Value::Array)
-                .boxed(),
-        ),
-    ]);
-    let choice = object_of(vec![
-        ("index", count()),
-        ("delta", delta),
-        ("finish_reason", finish_reason()),
-        ("logprobs", logprobs()),
-    ]);
-    object_of(vec![
-        ("id", text()),
-        ("object", Just(Value::from("chat.completion.chunk")).boxed()),
-        ("created", count()),
-        ("model", text()),
-        (
-            "choices",
-            prop::collection::vec(choice, 0..3)
-                .prop_map(Value::Array)
-                .boxed(),
-        ),
-        ("usage", usage()),
-        ("system_fingerprint", text()),
-        (
-            "service_tier",
-            prop_oneof![Just(Value::from("default")), text()].boxed(),
-        ),
-    ])
+    completion_json("chat.completion.chunk", "delta")
 }
 
 /// A `chat.completion`-like object.
 fn response_json() -> BoxedStrategy<Value> {
+    completion_json("chat.completion", "message")
+}
+
+/// A completion of type `object` whose choices carry their message under `message_key`
+/// (`delta` in a chunk, `message` in a response).
+fn completion_json(object: &'static str, message_key: &'static str) -> BoxedStrategy<Value> {
     let message = object_of(vec![
         (
             "role",
@@ -507,13 +475,13 @@ fn response_json() -> BoxedStrategy<Value> {
     ]);
     let choice = object_of(vec![
         ("index", count()),
-        ("message", message),
+        (message_key, message),
         ("finish_reason", finish_reason()),
         ("logprobs", logprobs()),
     ]);
     object_of(vec![
         ("id", text()),
-        ("object", Just(Value::from("chat.completion")).boxed()),
+        ("object", Just(Value::from(object)).boxed()),
         ("created", count()),
         ("model", text()),
         (
@@ -523,7 +491,11 @@ fn response_json() -> BoxedStrategy<Value> {
                 .boxed(),
         ),
         ("usage", usage()),
-        ("service_tier", text()),
+        ("system_fingerprint", text()),
+        (
+            "service_tier",
+            prop_oneof![Just(Value::from("default")), text()].boxed(),
+        ),
     ])
 }
 

@@ -6,10 +6,13 @@ use async_openai::config::OpenAIConfig;
 use async_openai::types::chat::{
     ChatCompletionRequestUserMessageArgs, ChatCompletionResponseStream,
     ChatCompletionStreamOptions, CreateChatCompletionRequest, CreateChatCompletionRequestArgs,
+    CreateChatCompletionStreamResponse,
 };
-use futures_util::StreamExt;
 
-use super::{API_KEY, BenchClient, MODEL, PROMPT, REPLY_TOKENS, check_reply, check_stream};
+use super::{
+    API_KEY, BenchClient, MODEL, PROMPT, REPLY_TOKENS, StreamedChunk, check_reply, hold_after_text,
+    read_chunks,
+};
 
 /// The client and the requests it sends.
 pub struct AsyncOpenai {
@@ -87,33 +90,28 @@ impl BenchClient for AsyncOpenai {
     }
 
     async fn stream(&self) -> Result<(), String> {
-        let mut stream = self.open().await?;
-        let mut text = String::new();
-        let mut chunks = 0;
-        let mut completion_tokens = None;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|error| error.to_string())?;
-            chunks += 1;
-            text.extend(chunk.choices.into_iter().filter_map(|c| c.delta.content));
-            if let Some(usage) = chunk.usage {
-                completion_tokens = Some(u64::from(usage.completion_tokens));
-            }
-        }
-        check_stream(&text, chunks, completion_tokens)
+        read_chunks(self.open().await?).await
     }
 
     async fn hold(&self) -> Result<Self::Held, String> {
-        let mut stream = self.open().await?;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|error| error.to_string())?;
-            let text = chunk
-                .choices
-                .iter()
-                .any(|c| c.delta.content.as_deref().is_some_and(|t| !t.is_empty()));
-            if text {
-                return Ok(stream);
-            }
-        }
-        Err("the stream ended before its first content chunk".to_owned())
+        hold_after_text(self.open().await?).await
+    }
+}
+
+impl StreamedChunk for CreateChatCompletionStreamResponse {
+    fn append_text(self, text: &mut String) {
+        text.extend(self.choices.into_iter().filter_map(|c| c.delta.content));
+    }
+
+    fn has_text(&self) -> bool {
+        self.choices
+            .iter()
+            .any(|c| c.delta.content.as_deref().is_some_and(|t| !t.is_empty()))
+    }
+
+    fn completion_tokens(&self) -> Option<u64> {
+        self.usage
+            .as_ref()
+            .map(|usage| u64::from(usage.completion_tokens))
     }
 }

@@ -119,6 +119,55 @@ pub fn check_stream(
     check_usage(completion_tokens)
 }
 
+/// What the bench reads from a chunk of a client whose stream yields chunks (the transport,
+/// async-openai), so that one reader serves both.
+pub trait StreamedChunk {
+    /// Appends the chunk's content text to `text`.
+    fn append_text(self, text: &mut String);
+    /// Whether the chunk carries some content text.
+    fn has_text(&self) -> bool;
+    /// The completion tokens of the chunk's usage, if it has one.
+    fn completion_tokens(&self) -> Option<u64>;
+}
+
+/// Reads a stream of chunks to its end and checks it ([`check_stream`]).
+pub async fn read_chunks<S, C, E>(mut stream: S) -> Result<(), String>
+where
+    S: futures_util::Stream<Item = Result<C, E>> + Unpin,
+    C: StreamedChunk,
+    E: std::fmt::Display,
+{
+    use futures_util::StreamExt;
+
+    let mut text = String::new();
+    let mut chunks = 0;
+    let mut completion_tokens = None;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|error| error.to_string())?;
+        chunks += 1;
+        completion_tokens = chunk.completion_tokens().or(completion_tokens);
+        chunk.append_text(&mut text);
+    }
+    check_stream(&text, chunks, completion_tokens)
+}
+
+/// Reads a stream of chunks up to its first content text and hands the stream back, held.
+pub async fn hold_after_text<S, C, E>(mut stream: S) -> Result<S, String>
+where
+    S: futures_util::Stream<Item = Result<C, E>> + Unpin,
+    C: StreamedChunk,
+    E: std::fmt::Display,
+{
+    use futures_util::StreamExt;
+
+    while let Some(chunk) = stream.next().await {
+        if chunk.map_err(|error| error.to_string())?.has_text() {
+            return Ok(stream);
+        }
+    }
+    Err("the stream ended before its first content chunk".to_owned())
+}
+
 /// Checks that the usage reports [`REPLY_TOKENS`] completion tokens.
 fn check_usage(completion_tokens: Option<u64>) -> Result<(), String> {
     match completion_tokens {

@@ -1,11 +1,13 @@
 //! chatstack's `HttpTransport` alone: the innermost tower service of every chatstack stack,
 //! called as a `Service<ChatRequest>` and a `Service<StreamRequest>`, without any layer.
 
-use chatstack::{ChatRequest, ChatStream, HttpTransport, Message, StreamRequest};
-use futures_util::StreamExt;
+use chatstack::{ChatChunk, ChatRequest, ChatStream, HttpTransport, Message, StreamRequest};
 use tower::ServiceExt;
 
-use super::{API_KEY, BenchClient, MODEL, PROMPT, REPLY_TOKENS, check_reply, check_stream};
+use super::{
+    API_KEY, BenchClient, MODEL, PROMPT, REPLY_TOKENS, StreamedChunk, check_reply, hold_after_text,
+    read_chunks,
+};
 
 /// The transport and the requests it sends.
 pub struct Transport {
@@ -68,29 +70,24 @@ impl BenchClient for Transport {
     }
 
     async fn stream(&self) -> Result<(), String> {
-        let mut stream = self.open().await?;
-        let mut text = String::new();
-        let mut chunks = 0;
-        let mut completion_tokens = None;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|error| error.to_string())?;
-            chunks += 1;
-            text.extend(chunk.text());
-            if let Some(usage) = chunk.usage {
-                completion_tokens = Some(usage.completion_tokens);
-            }
-        }
-        check_stream(&text, chunks, completion_tokens)
+        read_chunks(self.open().await?).await
     }
 
     async fn hold(&self) -> Result<Self::Held, String> {
-        let mut stream = self.open().await?;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|error| error.to_string())?;
-            if chunk.text().any(|text| !text.is_empty()) {
-                return Ok(stream);
-            }
-        }
-        Err("the stream ended before its first content chunk".to_owned())
+        hold_after_text(self.open().await?).await
+    }
+}
+
+impl StreamedChunk for ChatChunk {
+    fn append_text(self, text: &mut String) {
+        text.extend(self.text());
+    }
+
+    fn has_text(&self) -> bool {
+        self.text().any(|text| !text.is_empty())
+    }
+
+    fn completion_tokens(&self) -> Option<u64> {
+        self.usage.map(|usage| usage.completion_tokens)
     }
 }
