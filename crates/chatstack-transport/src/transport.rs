@@ -163,7 +163,8 @@ impl HttpTransport {
     /// another machine.
     fn warn_if_cleartext(&self) {
         if let Some(host) = &self.inner.cleartext_host {
-            if !self.inner.warned.swap(true, Relaxed) {
+            // A load first: once warned, a keyed request writes nothing shared.
+            if !self.inner.warned.load(Relaxed) && !self.inner.warned.swap(true, Relaxed) {
                 warn_cleartext_credentials(host);
             }
         }
