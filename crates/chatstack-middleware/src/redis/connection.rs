@@ -370,6 +370,10 @@ impl Conn {
                 }
             }
         }
+        // One transaction: a batch runs whole or not at all, so a batch sent again can
+        // never find a later write applied and an earlier one not (the scripts' replay guards
+        // remember the highest sequence number applied).
+        pipe.atomic();
         for call in calls {
             pipe.invoke_script(&call.invocation());
         }
@@ -607,6 +611,14 @@ impl Link {
 /// The most writes sent in one pipeline.
 const BATCH: usize = 128;
 
+/// Whether a queued write's reply is a refusal to run it that waiting cures (a server still
+/// loading its data, read-only, busy), rather than a failure of the script itself.
+fn is_transient(reply: &RedisResult<Value>) -> bool {
+    reply
+        .as_ref()
+        .is_err_and(|error| !matches!(error.retry_method(), ::redis::RetryMethod::NoRetry))
+}
+
 /// Sends the queue in order, in batches, until every handle is gone and the queue is
 /// empty; a batch that fails is sent again (whole: the scripts ignore what they already
 /// applied) once Redis answers.
@@ -636,6 +648,15 @@ async fn flush_queue(
         }
         let calls: Vec<Call> = batch.iter().map(|(_, call)| call.clone()).collect();
         match conn.eval_batch(&calls).await {
+            // A server that refused a write before running it (still loading its data
+            // after a restart, read-only, busy): the batch is kept and goes again, like a
+            // lost connection's. The batch is one transaction, so none of it ran.
+            Ok(replies) if replies.iter().any(is_transient) => {
+                let error = replies.iter().find_map(|reply| reply.as_ref().err());
+                let error = error.map_or_else(String::new, ToString::to_string);
+                tracing::debug!(%error, writes = batch.len(), "redis: queued writes wait for Redis");
+                conn.set_down("queued writes", &error);
+            }
             Ok(replies) => {
                 for (reply, call) in replies.iter().zip(&calls) {
                     if let Err(error) = reply {
