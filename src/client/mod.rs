@@ -179,9 +179,9 @@ impl Client {
         Ok(ChatCompletionStream::new(stream))
     }
 
-    /// Runs `requests` through the client, at most `concurrency` at a time: see
-    /// [`crate::batch`]. The requests are pulled lazily (never collected up front), the
-    /// results come in completion order tagged with their input index (`.in_order()`
+    /// Runs `requests` through the client, at most `concurrency` at a time: see the
+    /// [`batch` module](mod@crate::batch). The requests are pulled lazily (never collected up
+    /// front), the results come in completion order tagged with their input index (`.in_order()`
     /// restores input order), every request yields exactly one item, and dropping the batch
     /// cancels what is in flight.
     pub fn batch<I>(

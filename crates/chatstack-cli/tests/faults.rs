@@ -16,7 +16,7 @@
 //! fail at once with `auth_error`, unsent.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
@@ -134,16 +134,16 @@ fn fault_of(spec: &str) -> Fault {
         .unwrap_or_else(|error| panic!("`{spec}` does not parse: {error}"))
 }
 
-/// A fresh directory per run.
-fn temp_dir(name: &str) -> PathBuf {
+/// A fresh directory per run, removed when the run ends, pass or fail.
+fn temp_dir(name: &str) -> tempfile::TempDir {
     let name: String = name
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect();
-    let dir = std::env::temp_dir().join(format!("chatstack-faults-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("a temp dir");
-    dir
+    tempfile::Builder::new()
+        .prefix(&format!("chatstack-faults-{name}-"))
+        .tempdir()
+        .expect("a temp dir")
 }
 
 /// A batch of [`LINES`] Batch API lines, `req-0` to `req-19`. Each line names its own model,
@@ -182,10 +182,10 @@ struct Run {
 /// files, so that a full pipe cannot block it.
 async fn run(name: &str, args: &[&str]) -> Run {
     let dir = temp_dir(name);
-    let input = dir.join("batch.jsonl");
-    let out = dir.join("out.jsonl");
-    let report = dir.join("report.json");
-    let stderr_path = dir.join("stderr.txt");
+    let input = dir.path().join("batch.jsonl");
+    let out = dir.path().join("out.jsonl");
+    let report = dir.path().join("report.json");
+    let stderr_path = dir.path().join("stderr.txt");
     write_batch(&input);
     let stderr_file = std::fs::File::create(&stderr_path).expect("a stderr file");
     let mut child = Command::new(BIN)
@@ -234,7 +234,6 @@ async fn run(name: &str, args: &[&str]) -> Run {
         .ok()
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
         .unwrap_or(Value::Null);
-    let _ = std::fs::remove_dir_all(&dir);
     Run {
         status,
         stderr,

@@ -1,7 +1,7 @@
 //! `chatstack run`, end to end: the real binary against mock providers.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -10,12 +10,12 @@ use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_chatstack");
 
-/// A fresh directory per test.
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("chatstack-run-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh directory per test, removed when the test ends, pass or fail.
+fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("chatstack-run-{name}-"))
+        .tempdir()
+        .expect("a temp dir")
 }
 
 fn batch_line(id: &str, model: &str, prompt: &str) -> String {
@@ -91,9 +91,9 @@ fn stderr(output: &Output) -> String {
 #[test]
 fn two_thousand_requests_with_20_percent_faults_all_succeed() {
     let dir = temp_dir("faults");
-    let input = dir.join("batch.jsonl");
+    let input = dir.path().join("batch.jsonl");
     write_batch(&input, 2000);
-    let report_path = dir.join("report.json");
+    let report_path = dir.path().join("report.json");
     let output = run(&mut chatstack(&[
         input.to_str().unwrap(),
         "--mock",
@@ -109,7 +109,7 @@ fn two_thousand_requests_with_20_percent_faults_all_succeed() {
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
 
     // Default output: INPUT with .results.jsonl.
-    let lines = results(&dir.join("batch.results.jsonl"));
+    let lines = results(&dir.path().join("batch.results.jsonl"));
     assert_eq!(lines.len(), 2000);
     let counts = id_counts(&lines);
     assert_eq!(counts.len(), 2000);
@@ -141,8 +141,8 @@ fn two_thousand_requests_with_20_percent_faults_all_succeed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_then_resume_runs_each_custom_id_exactly_once() {
     let dir = temp_dir("resume");
-    let input = dir.join("batch.jsonl");
-    let out = dir.join("out.jsonl");
+    let input = dir.path().join("batch.jsonl");
+    let out = dir.path().join("out.jsonl");
     let n = 1000;
     write_batch(&input, n);
     let key = "sk-resume-test-0123456789";
@@ -229,8 +229,8 @@ async fn kill_9_then_resume_runs_each_custom_id_exactly_once() {
 #[test]
 fn malformed_lines_and_a_budget_cap_become_error_lines() {
     let dir = temp_dir("malformed");
-    let input = dir.join("batch.jsonl");
-    let out = dir.join("out.jsonl");
+    let input = dir.path().join("batch.jsonl");
+    let out = dir.path().join("out.jsonl");
     let mut lines = vec![
         batch_line("ok-1", "gpt-4.1", "Hello"),
         "{not json".to_owned(),
@@ -291,8 +291,8 @@ fn malformed_lines_and_a_budget_cap_become_error_lines() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_key_gets_a_clear_401_and_is_never_shown() {
     let dir = temp_dir("auth");
-    let input = dir.join("batch.jsonl");
-    let out = dir.join("out.jsonl");
+    let input = dir.path().join("batch.jsonl");
+    let out = dir.path().join("out.jsonl");
     write_batch(&input, 5);
     let mock = MockServer::start(MockConfig::default().api_key("sk-right-key-0123456789"))
         .await
@@ -344,8 +344,8 @@ async fn a_wrong_key_gets_a_clear_401_and_is_never_shown() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_duplicate_custom_id_is_refused_before_any_request() {
     let dir = temp_dir("duplicate");
-    let input = dir.join("batch.jsonl");
-    let out = dir.join("out.jsonl");
+    let input = dir.path().join("batch.jsonl");
+    let out = dir.path().join("out.jsonl");
     let lines = [
         batch_line("a", "gpt-4.1", "one"),
         batch_line("b", "gpt-4.1", "two"),
@@ -376,8 +376,8 @@ async fn a_duplicate_custom_id_is_refused_before_any_request() {
 #[test]
 fn bare_bodies_get_their_line_numbers_as_custom_ids() {
     let dir = temp_dir("bare");
-    let input = dir.join("bodies.jsonl");
-    let out = dir.join("out.jsonl");
+    let input = dir.path().join("bodies.jsonl");
+    let out = dir.path().join("out.jsonl");
     let body = |prompt: &str| {
         json!({"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": prompt}]})
             .to_string()
@@ -414,14 +414,14 @@ fn bare_bodies_get_their_line_numbers_as_custom_ids() {
 #[test]
 fn without_a_key_or_mock_it_says_how_to_use_mock() {
     let dir = temp_dir("nokey");
-    let input = dir.join("batch.jsonl");
+    let input = dir.path().join("batch.jsonl");
     write_batch(&input, 3);
     let output = run(&mut chatstack(&[input.to_str().unwrap()]));
     assert_eq!(output.status.code(), Some(2));
     let text = stderr(&output);
     assert!(text.contains("OPENAI_API_KEY"), "{text}");
     assert!(text.contains("--mock"), "{text}");
-    assert!(!dir.join("batch.results.jsonl").exists());
+    assert!(!dir.path().join("batch.results.jsonl").exists());
 }
 
 #[test]

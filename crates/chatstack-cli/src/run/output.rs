@@ -187,9 +187,8 @@ mod tests {
 
     #[test]
     fn resume_cuts_a_partial_last_line() {
-        let dir = std::env::temp_dir().join(format!("chatstack-run-out-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("out.jsonl");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
         std::fs::write(
             &path,
             "{\"custom_id\":\"a\",\"error\":null}\n{\"custom_id\":\"b\",\"error\":{\"code\":\"x\"}}\n{\"custom_id\":\"c\",\"err",
@@ -204,6 +203,5 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 3);
         assert!(text.ends_with("{\"custom_id\":\"c\"}\n"));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
