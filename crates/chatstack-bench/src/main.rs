@@ -27,6 +27,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::clients::Kind;
+use crate::clients::stack::Layer;
 use crate::driver::Mode;
 
 /// Load benchmark: the same chat requests through bare reqwest, chatstack's transport,
@@ -95,6 +96,10 @@ struct BenchArgs {
     /// A smoke run: fewer requests, one round, fewer streams held (explicit flags still win)
     #[arg(long)]
     quick: bool,
+    /// Layers to leave out of the stack client, comma-separated: what each costs over the
+    /// wire. The targets then no longer judge the default stack.
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "LAYERS")]
+    stack_without: Vec<Layer>,
 }
 
 /// Arguments of the hidden `mock` subcommand.
@@ -126,6 +131,9 @@ struct ClientArgs {
     /// Streams held open at once (hold mode).
     #[arg(long, default_value_t = 1_000)]
     inflight: usize,
+    /// Layers to leave out (stack client only).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    stack_without: Vec<Layer>,
 }
 
 fn main() -> ExitCode {

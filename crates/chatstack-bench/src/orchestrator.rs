@@ -35,6 +35,8 @@ pub struct Settings {
     pub clients: Vec<Kind>,
     /// The modes, in the order of the report (and run).
     pub modes: Vec<Mode>,
+    /// The layers left out of the stack client (none: the default stack).
+    pub stack_without: Vec<&'static str>,
 }
 
 impl Settings {
@@ -53,6 +55,11 @@ impl Settings {
             stream_chunks: STREAM_CHUNKS,
             clients: sorted(&args.clients),
             modes: sorted(&args.modes),
+            stack_without: args
+                .stack_without
+                .iter()
+                .map(|layer| layer.name())
+                .collect(),
         };
         let counts = [
             ("--requests", settings.requests),
@@ -162,12 +169,17 @@ async fn run_client(
     url: &str,
     settings: &Settings,
 ) -> Result<Figures, String> {
-    let output = Command::new(exe)
+    let mut command = Command::new(exe);
+    command
         .arg("client")
         .args(["--kind", client.name(), "--mode", mode.name(), "--url", url])
         .args(["--requests", &settings.requests_of(mode).to_string()])
         .args(["--concurrency", &settings.concurrency.to_string()])
-        .args(["--inflight", &settings.inflight.to_string()])
+        .args(["--inflight", &settings.inflight.to_string()]);
+    if client == Kind::Stack && !settings.stack_without.is_empty() {
+        command.args(["--stack-without", &settings.stack_without.join(",")]);
+    }
+    let output = command
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .output()

@@ -154,7 +154,7 @@ impl Report {
             "chatstack-bench on {} CPUs{cpu}, {}\n\
              unary N={}, stream M={}, C={}, {}-token replies ({} chunks per stream), \
              hold K={}, {} round{}\n\
-             clients {}; modes {}\n\n",
+             clients {}; modes {}{}\n\n",
             machine.cpus,
             machine.kernel,
             settings.requests,
@@ -167,6 +167,14 @@ impl Report {
             plural(settings.rounds),
             names(settings.clients.iter().map(|kind| kind.name()).collect()),
             names(settings.modes.iter().map(|mode| mode.name()).collect()),
+            if settings.stack_without.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "\nstack WITHOUT {}: the targets do not judge the default stack",
+                    settings.stack_without.join(", ")
+                )
+            },
         )
     }
 

@@ -2,7 +2,8 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use http::{Extensions, HeaderMap, StatusCode};
+use http::header::{AsHeaderName, RETRY_AFTER};
+use http::{Extensions, HeaderMap, HeaderName, StatusCode};
 
 /// Per-request data that is not body: extra headers, a cost tag, a deadline, an id, and
 /// typed extensions for layers.
@@ -72,17 +73,15 @@ pub struct RateLimitSnapshot {
 impl RateLimitSnapshot {
     /// Reads the snapshot from response headers; absent or malformed headers are `None`.
     pub fn from_headers(headers: &HeaderMap) -> Self {
-        let number = |name: &str| {
-            header_str(headers, name).and_then(|v| v.trim().parse::<f64>().ok().map(|f| f as u64))
-        };
-        let reset = |name: &str| header_str(headers, name).and_then(parse_reset_duration);
+        let count = |name: &HeaderName| header_str(headers, name).and_then(parse_count);
+        let reset = |name: &HeaderName| header_str(headers, name).and_then(parse_reset_duration);
         Self {
-            limit_requests: number("x-ratelimit-limit-requests"),
-            limit_tokens: number("x-ratelimit-limit-tokens"),
-            remaining_requests: number("x-ratelimit-remaining-requests"),
-            remaining_tokens: number("x-ratelimit-remaining-tokens"),
-            reset_requests: reset("x-ratelimit-reset-requests"),
-            reset_tokens: reset("x-ratelimit-reset-tokens"),
+            limit_requests: count(&names::LIMIT_REQUESTS),
+            limit_tokens: count(&names::LIMIT_TOKENS),
+            remaining_requests: count(&names::REMAINING_REQUESTS),
+            remaining_tokens: count(&names::REMAINING_TOKENS),
+            reset_requests: reset(&names::RESET_REQUESTS),
+            reset_tokens: reset(&names::RESET_TOKENS),
         }
     }
 
@@ -92,12 +91,52 @@ impl RateLimitSnapshot {
     }
 }
 
-pub(crate) fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+/// The names of the response headers read here, built once: a lookup by a `&str` would
+/// parse and validate the name on every response.
+mod names {
+    use http::HeaderName;
+
+    pub(super) static LIMIT_REQUESTS: HeaderName =
+        HeaderName::from_static("x-ratelimit-limit-requests");
+    pub(super) static LIMIT_TOKENS: HeaderName =
+        HeaderName::from_static("x-ratelimit-limit-tokens");
+    pub(super) static REMAINING_REQUESTS: HeaderName =
+        HeaderName::from_static("x-ratelimit-remaining-requests");
+    pub(super) static REMAINING_TOKENS: HeaderName =
+        HeaderName::from_static("x-ratelimit-remaining-tokens");
+    pub(super) static RESET_REQUESTS: HeaderName =
+        HeaderName::from_static("x-ratelimit-reset-requests");
+    pub(super) static RESET_TOKENS: HeaderName =
+        HeaderName::from_static("x-ratelimit-reset-tokens");
+    pub(super) static RETRY_AFTER_MS: HeaderName = HeaderName::from_static("retry-after-ms");
+    pub(super) static SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
+    pub(super) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+    pub(super) static REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
+}
+
+pub(crate) fn header_str(headers: &HeaderMap, name: impl AsHeaderName) -> Option<&str> {
     headers.get(name)?.to_str().ok()
 }
 
+/// A count from an `x-ratelimit-*` header: an integer or, as some servers send, a decimal
+/// or exponent form (truncated); `None` for anything else.
+fn parse_count(text: &str) -> Option<u64> {
+    // A header value is visible ASCII (`to_str` checked it): only ASCII space to trim.
+    let text = text.trim_ascii();
+    text.parse::<u64>().ok().or_else(|| {
+        text.parse::<f64>()
+            .ok()
+            .filter(|count| count.is_finite())
+            // Saturating: a negative count is 0, a huge one u64::MAX.
+            .map(|count| count as u64)
+    })
+}
+
+const NANOS_PER_SECOND: u128 = 1_000_000_000;
+
 /// Parses the duration format of OpenAI's `x-ratelimit-reset-*` headers: `1s`, `6m0s`,
-/// `59.999s`, `20ms`, `1h2m3s`; a bare number is seconds.
+/// `59.999s`, `20ms`, `1h2m3s`; a bare number is seconds. Decimal parts are exact to the
+/// nanosecond (no float rounding); a duration past what [`Duration`] holds is `None`.
 ///
 /// ```
 /// use std::time::Duration;
@@ -113,10 +152,17 @@ pub fn parse_reset_duration(text: &str) -> Option<Duration> {
     if text.is_empty() {
         return None;
     }
+    if text
+        .bytes()
+        .all(|byte| byte.is_ascii_digit() || byte == b'.')
+    {
+        return duration_of_nanos(scaled(text, NANOS_PER_SECOND)?);
+    }
     if let Ok(seconds) = text.parse::<f64>() {
+        // A bare number in exponent form (`1e3`).
         return Duration::try_from_secs_f64(seconds).ok();
     }
-    let mut total = 0.0_f64;
+    let mut nanos: u128 = 0;
     let mut rest = text;
     while !rest.is_empty() {
         let number_len = rest
@@ -125,24 +171,58 @@ pub fn parse_reset_duration(text: &str) -> Option<Duration> {
         if number_len == 0 {
             return None;
         }
-        let value: f64 = rest[..number_len].parse().ok()?;
-        rest = &rest[number_len..];
-        let unit_len = rest
+        let (number, after) = rest.split_at(number_len);
+        let unit_len = after
             .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 1e-3,
-            "us" | "µs" => 1e-6,
-            "ns" => 1e-9,
+            .unwrap_or(after.len());
+        let (unit, after) = after.split_at(unit_len);
+        let unit_nanos = match unit {
+            "h" => 3_600 * NANOS_PER_SECOND,
+            "m" => 60 * NANOS_PER_SECOND,
+            "s" => NANOS_PER_SECOND,
+            "ms" => 1_000_000,
+            "us" | "µs" => 1_000,
+            "ns" => 1,
             _ => return None,
         };
-        total += value * scale;
-        rest = &rest[unit_len..];
+        nanos = nanos.checked_add(scaled(number, unit_nanos)?)?;
+        rest = after;
     }
-    Duration::try_from_secs_f64(total).ok()
+    duration_of_nanos(nanos)
+}
+
+/// `number` (ASCII digits with at most one `.`) times `unit_nanos`, in whole nanoseconds
+/// (decimals below a nanosecond are dropped); `None` when it is not such a number or the
+/// product overflows.
+fn scaled(number: &str, unit_nanos: u128) -> Option<u128> {
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if (whole.is_empty() && fraction.is_empty()) || fraction.contains('.') {
+        return None;
+    }
+    let mut nanos: u128 = 0;
+    for digit in whole.bytes() {
+        nanos = nanos
+            .checked_mul(10)?
+            .checked_add(u128::from(digit - b'0'))?;
+    }
+    nanos = nanos.checked_mul(unit_nanos)?;
+    let mut place = unit_nanos;
+    for digit in fraction.bytes() {
+        place /= 10;
+        if place == 0 {
+            break;
+        }
+        nanos = nanos.checked_add(u128::from(digit - b'0') * place)?;
+    }
+    Some(nanos)
+}
+
+/// A duration of `nanos` nanoseconds, if a [`Duration`] holds it.
+fn duration_of_nanos(nanos: u128) -> Option<Duration> {
+    let seconds = u64::try_from(nanos / NANOS_PER_SECOND).ok()?;
+    // The remainder is below 10^9, so it fits.
+    let subsec = u32::try_from(nanos % NANOS_PER_SECOND).ok()?;
+    Some(Duration::new(seconds, subsec))
 }
 
 /// The wait a server asks for, from `retry-after-ms` (milliseconds, fractional allowed) or
@@ -161,13 +241,13 @@ pub fn parse_reset_duration(text: &str) -> Option<Duration> {
 /// assert_eq!(retry_after(&headers, SystemTime::now()), Some(Duration::from_millis(120)));
 /// ```
 pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    if let Some(ms) = header_str(headers, "retry-after-ms")
+    if let Some(ms) = header_str(headers, &names::RETRY_AFTER_MS)
         .and_then(|v| v.trim().parse::<f64>().ok())
         .filter(|ms| ms.is_finite() && *ms >= 0.0)
     {
         return Duration::try_from_secs_f64(ms / 1000.0).ok();
     }
-    let value = header_str(headers, "retry-after")?.trim();
+    let value = header_str(headers, RETRY_AFTER)?.trim();
     if let Ok(seconds) = value.parse::<f64>() {
         return (seconds.is_finite() && seconds >= 0.0)
             .then(|| Duration::try_from_secs_f64(seconds).ok())
@@ -179,7 +259,7 @@ pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
 
 /// Reads `x-should-retry`: `Some(true)` for `true`, `Some(false)` for `false`, else `None`.
 pub fn should_retry(headers: &HeaderMap) -> Option<bool> {
-    match header_str(headers, "x-should-retry")?.trim() {
+    match header_str(headers, &names::SHOULD_RETRY)?.trim() {
         "true" => Some(true),
         "false" => Some(false),
         _ => None,
@@ -188,8 +268,8 @@ pub fn should_retry(headers: &HeaderMap) -> Option<bool> {
 
 /// Reads the provider's request id (`x-request-id`, or `request-id` as Anthropic sends it).
 pub fn request_id(headers: &HeaderMap) -> Option<String> {
-    header_str(headers, "x-request-id")
-        .or_else(|| header_str(headers, "request-id"))
+    header_str(headers, &names::X_REQUEST_ID)
+        .or_else(|| header_str(headers, &names::REQUEST_ID))
         .map(str::to_owned)
 }
 
@@ -221,6 +301,100 @@ mod tests {
         assert_eq!(parse_reset_duration("5x"), None);
         assert_eq!(parse_reset_duration("-1"), None);
         assert_eq!(parse_reset_duration(""), None);
+    }
+
+    #[test]
+    fn reset_durations_are_exact_and_refuse_what_is_not_a_duration() {
+        assert_eq!(parse_reset_duration("1.5m"), Some(Duration::from_secs(90)));
+        assert_eq!(
+            parse_reset_duration("1h0m0.5s"),
+            Some(Duration::from_millis(3_600_500))
+        );
+        assert_eq!(
+            parse_reset_duration("0.000000001s"),
+            Some(Duration::from_nanos(1))
+        );
+        assert_eq!(
+            parse_reset_duration("0.1ms"),
+            Some(Duration::from_micros(100))
+        );
+        assert_eq!(parse_reset_duration("7µs"), Some(Duration::from_micros(7)));
+        assert_eq!(
+            parse_reset_duration("7us3ns"),
+            Some(Duration::from_nanos(7_003))
+        );
+        assert_eq!(
+            parse_reset_duration(" 250ms "),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(parse_reset_duration("1."), Some(Duration::from_secs(1)));
+        assert_eq!(
+            parse_reset_duration(".5s"),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(parse_reset_duration("1e3"), Some(Duration::from_secs(1000)));
+        assert_eq!(
+            parse_reset_duration("0.1"),
+            Some(Duration::from_millis(100))
+        );
+        for junk in [
+            "1.2.3s", ".s", "s", "1s2", "1 s", "NaN", "inf", "-1s", "1m-1s", "+1s",
+        ] {
+            assert_eq!(parse_reset_duration(junk), None, "{junk}");
+        }
+        // Past what a `Duration` holds: refused, never wrapped.
+        assert_eq!(parse_reset_duration("99999999999999999999999h"), None);
+        assert_eq!(parse_reset_duration("18446744073709551615h"), None);
+        assert_eq!(
+            parse_reset_duration("18446744073709551615s"),
+            Some(Duration::from_secs(u64::MAX))
+        );
+    }
+
+    #[test]
+    fn rate_limit_counts_accept_integers_and_decimal_forms() {
+        let snapshot = RateLimitSnapshot::from_headers(&headers(&[
+            ("x-ratelimit-limit-requests", " 10000 "),
+            ("x-ratelimit-limit-tokens", "2e6"),
+            ("x-ratelimit-remaining-requests", "9999.0"),
+            ("x-ratelimit-remaining-tokens", "lots"),
+        ]));
+        assert_eq!(snapshot.limit_requests, Some(10_000));
+        assert_eq!(snapshot.limit_tokens, Some(2_000_000));
+        assert_eq!(snapshot.remaining_requests, Some(9_999));
+        assert_eq!(snapshot.remaining_tokens, None);
+        assert_eq!(snapshot.reset_requests, None);
+    }
+
+    proptest::proptest! {
+        /// The exact parser agrees with summing each part as a float, to within the float's
+        /// own rounding.
+        #[test]
+        fn reset_durations_agree_with_float_arithmetic(
+            parts in proptest::collection::vec(
+                (0u32..100_000, proptest::option::of(0u32..1_000_000), 0usize..6),
+                1..4,
+            )
+        ) {
+            const UNITS: [(&str, f64); 6] =
+                [("h", 3600.0), ("m", 60.0), ("s", 1.0), ("ms", 1e-3), ("us", 1e-6), ("ns", 1e-9)];
+            let mut text = String::new();
+            let mut seconds = 0.0_f64;
+            for (whole, fraction, unit) in parts {
+                let number = match fraction {
+                    Some(fraction) => format!("{whole}.{fraction:06}"),
+                    None => whole.to_string(),
+                };
+                seconds += number.parse::<f64>().unwrap() * UNITS[unit].1;
+                text.push_str(&number);
+                text.push_str(UNITS[unit].0);
+            }
+            let parsed = parse_reset_duration(&text).unwrap().as_secs_f64();
+            proptest::prop_assert!(
+                (parsed - seconds).abs() <= seconds * 1e-12 + 2e-9,
+                "{text}: {parsed} against {seconds}"
+            );
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 mod async_openai;
 mod floor;
-mod stack;
+pub mod stack;
 mod transport;
 
 use std::future::Future;
@@ -191,7 +191,9 @@ pub fn measure(args: &ClientArgs) -> Result<(), String> {
             match args.kind {
                 Kind::Floor => drive(floor::Floor::new(&args.url)?, args).await,
                 Kind::Transport => drive(transport::Transport::new(&args.url)?, args).await,
-                Kind::Stack => drive(stack::Stack::new(&args.url)?, args).await,
+                Kind::Stack => {
+                    drive(stack::Stack::new(&args.url, &args.stack_without)?, args).await
+                }
                 Kind::AsyncOpenai => drive(async_openai::AsyncOpenai::new(&args.url)?, args).await,
             }
         })
