@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
+use std::sync::LazyLock;
 use std::task::{Context, Poll};
 
 use futures_core::Stream;
@@ -18,6 +19,12 @@ use crate::request::{ChatRequest, Role, ServiceTier};
 use crate::response::{ChatResponse, FinishReason, Logprobs, Usage, finish_reason, usage_option};
 use crate::seam::{Completion, CompletionHook};
 use crate::sse::{SseDecoder, SseError, SseEvent};
+
+/// The searcher for `"error"` in a chunk's data, which marks a possible error envelope. Built
+/// once: `memmem::find` would build a searcher for every chunk, which costs more than the
+/// search.
+static ERROR_KEY: LazyLock<memchr::memmem::Finder<'static>> =
+    LazyLock::new(|| memchr::memmem::Finder::new(b"\"error\""));
 
 /// A request to be answered as a stream of chunks.
 ///
@@ -439,7 +446,7 @@ impl StreamDecoder {
         if data.is_empty() {
             return;
         }
-        if memchr::memmem::find(data.as_bytes(), b"\"error\"").is_some() {
+        if ERROR_KEY.find(data.as_bytes()).is_some() {
             if let Ok(value) = serde_json::from_str::<serde_json::Value>(data) {
                 if value.get("error").is_some_and(|e| !e.is_null())
                     || value.get("type").and_then(|t| t.as_str()) == Some("error")

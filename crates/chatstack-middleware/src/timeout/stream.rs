@@ -38,8 +38,12 @@ pin_project! {
     /// limit (from the call) runs; after each chunk, the idle limit starts again; and from
     /// the call to the stream's end, the stream-total limit runs.
     ///
-    /// One `Sleep`, set to whichever limit in force ends first and reset after each chunk
-    /// (only when that moves its deadline): no allocation per chunk. Each poll asks the inner
+    /// One `Sleep`, set to whichever limit in force ends first: no allocation per chunk.
+    /// The first chunk sets it (the idle limit may end before the first-chunk limit would
+    /// have); later chunks only stamp their time, since each moves the idle deadline later:
+    /// when the sleep ends, it is set again for the idle limit of the last chunk if that
+    /// ends later, so the timer is touched once per idle period instead of once per chunk.
+    /// Each poll asks the inner
     /// stream first, so a chunk that is ready when a limit ends still counts, and a caller
     /// that reads slowly is not blamed on the provider: the first-chunk and idle limits only
     /// fail a poll that finds nothing to read. The stream-total limit also fails a chunk that
@@ -55,6 +59,8 @@ pin_project! {
         idle: Option<Limit>,
         // The end of the stream-total limit; `None` when it is off.
         end: Option<Deadline>,
+        // When the last chunk came; `None` before the first.
+        last_chunk: Option<Instant>,
         chunks: u64,
         done: bool,
     }
@@ -78,6 +84,7 @@ impl<St> TimeoutStream<St> {
             armed,
             idle: config.idle.map(|limit| Limit::new(Which::Idle, limit)),
             end,
+            last_chunk: None,
             chunks: 0,
             done: false,
         }
@@ -111,16 +118,16 @@ where
                     }
                 }
                 *this.chunks += 1;
-                let idle = this.idle.and_then(|idle| {
-                    let at = now.checked_add(idle.limit)?;
-                    Some((at, idle))
-                });
-                *this.armed = earliest(idle, *this.end).map(|(at, limit)| {
-                    if this.sleep.deadline() != at {
-                        this.sleep.as_mut().reset(at);
-                    }
-                    limit
-                });
+                let first = this.last_chunk.replace(now).is_none();
+                if first {
+                    *this.armed =
+                        earliest(idle_deadline(now, *this.idle), *this.end).map(|(at, limit)| {
+                            if this.sleep.deadline() != at {
+                                this.sleep.as_mut().reset(at);
+                            }
+                            limit
+                        });
+                }
                 Poll::Ready(Some(Ok(chunk)))
             }
             Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(error))),
@@ -128,16 +135,36 @@ where
                 *this.done = true;
                 Poll::Ready(None)
             }
-            Poll::Pending => {
-                let Some(limit) = *this.armed else {
+            Poll::Pending => loop {
+                let Some(armed) = *this.armed else {
                     return Poll::Pending;
                 };
-                ready!(this.sleep.poll(cx));
+                ready!(this.sleep.as_mut().poll(cx));
+                // Set for an earlier chunk, the sleep may end before the idle limit of the
+                // last one does: then it waits again, for that.
+                let due = this
+                    .last_chunk
+                    .and_then(|last| earliest(idle_deadline(last, *this.idle), *this.end));
+                let limit = match due {
+                    Some((at, limit)) if at > this.sleep.deadline() => {
+                        this.sleep.as_mut().reset(at);
+                        *this.armed = Some(limit);
+                        continue;
+                    }
+                    Some((_, limit)) => limit,
+                    None => armed,
+                };
                 *this.done = true;
-                Poll::Ready(Some(Err(limit.error(*this.chunks))))
-            }
+                return Poll::Ready(Some(Err(limit.error(*this.chunks))));
+            },
         }
     }
+}
+
+/// The end of the idle limit (when set) after a chunk at `last`.
+fn idle_deadline(last: Instant, idle: Option<Limit>) -> Option<Deadline> {
+    let idle = idle?;
+    Some((last.checked_add(idle.limit)?, idle))
 }
 
 #[cfg(test)]
@@ -300,6 +327,54 @@ mod tests {
         assert_eq!(chunks, 4);
         assert_eq!(served.load(Ordering::Relaxed), 5);
         assert!(stream.next().await.is_none());
+    }
+
+    /// `count` chunks `gap` apart (the first after `gap`), then silence.
+    fn chunks_then_silence(count: u64, gap: Duration) -> ChatStream {
+        let chunks = futures_util::stream::unfold(0, move |index| async move {
+            if index == count {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(gap).await;
+            Some((Ok(chunk(index)), index + 1))
+        });
+        ChatStream::new(chunks, ResponseMeta::default())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_idle_limit_counts_from_the_last_chunk_although_chunks_do_not_reset_the_timer() {
+        // Chunks every 40 ms move the idle deadline (100 ms after each) without touching the
+        // timer, which the first chunk set: it ends after 100 ms and is set again, for the
+        // last chunk, as often as it takes.
+        let service = TimeoutLayer::new()
+            .first_chunk(MS * 50)
+            .idle(MS * 100)
+            .stream_total(None)
+            .layer(streaming(MS * 5, || chunks_then_silence(20, MS * 40)));
+        let started = Instant::now();
+        let mut stream = service.oneshot(request()).await.unwrap();
+        let (chunks, error) = drain(&mut stream).await;
+        let error = error.expect("the silence is cut");
+        assert_eq!(error.kind(), ErrorKind::Timeout(TimeoutKind::Idle));
+        assert_eq!(chunks, 20);
+        // The last chunk at 5 + 20 × 40 = 805 ms; the idle limit ends 100 ms later, exactly.
+        assert_eq!(started.elapsed(), MS * 905);
+
+        // When the stream-total limit ends before the last chunk's idle limit, it decides.
+        let service = TimeoutLayer::new()
+            .first_chunk(MS * 50)
+            .idle(MS * 100)
+            .stream_total(MS * 850)
+            .layer(streaming(MS * 5, || chunks_then_silence(20, MS * 40)));
+        let started = Instant::now();
+        let mut stream = service.oneshot(request()).await.unwrap();
+        let (chunks, error) = drain(&mut stream).await;
+        assert_eq!(
+            error.map(|error| error.kind()),
+            Some(ErrorKind::Timeout(TimeoutKind::Total))
+        );
+        assert_eq!(chunks, 20);
+        assert_eq!(started.elapsed(), MS * 850);
     }
 
     #[tokio::test(start_paused = true)]
