@@ -1,10 +1,10 @@
 //! `chatstack run` through every fault the mock can inject: the real binary over a 20-line
 //! batch, each fault drawn by 30 % of the requests.
 //!
-//! `chatstack run --mock` injects one fault only (503, `--mock-fault-rate`): there is no flag
-//! to pick another. So the 503 runs through `--mock`, and every fault (503 again included)
-//! runs against a mock provider started here, with the fault as a seeded rule, through
-//! `--base-url` and a key in the environment, as a run against a real provider would.
+//! The 503 runs through `chatstack run --mock` (its default `--mock-faults`), and every fault
+//! (503 again included) runs against a mock provider started here, with the fault as a
+//! seeded rule, through `--base-url` and a key in the environment, as a run against a real
+//! provider would. (`--mock-faults` itself is tested in `run.rs`.)
 //!
 //! Every run must end within [`DEADLINE`] (it is killed and the test fails otherwise), write
 //! exactly one output line per input line with each custom_id once, exit with the documented

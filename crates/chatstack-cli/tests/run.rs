@@ -227,6 +227,61 @@ async fn kill_9_then_resume_runs_each_custom_id_exactly_once() {
 }
 
 #[test]
+fn mock_faults_are_shared_between_the_named_faults_and_each_recovers() {
+    let dir = temp_dir("mock-faults");
+    let input = dir.path().join("batch.jsonl");
+    write_batch(&input, 400);
+    let report_path = dir.path().join("report.json");
+    let output = run(&mut chatstack(&[
+        input.to_str().unwrap(),
+        "--mock",
+        "--mock-fault-rate",
+        "0.3",
+        "--mock-faults",
+        "rate_limit_ms:5, server_error,reset",
+        "--max-retries",
+        "12",
+        "--report-json",
+        report_path.to_str().unwrap(),
+    ]));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(results(&dir.path().join("batch.results.jsonl")).len(), 400);
+    let report: Value = serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
+    assert_eq!(report["requests"]["succeeded"], 400);
+    // About 30 % of some 570 attempts fail, a third of them with each fault: every fault
+    // shows, and none takes more than its share by far.
+    let retries = report["retries"].as_u64().unwrap();
+    assert!((100..=260).contains(&retries), "{retries}");
+    let text = stderr(&output);
+    let sent = text
+        .split_once("429s: 0 final (")
+        .and_then(|(_, rest)| rest.split_once(" sent by the mock"))
+        .and_then(|(n, _)| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("the report counts the mock's 429s: {text}"));
+    assert!(
+        sent * 5 >= retries && sent * 2 <= retries,
+        "429s are about a third of the {retries} retries: {sent}"
+    );
+
+    // A name the mock does not know is a usage error that lists the ones it does.
+    let output = run(&mut chatstack(&[
+        input.to_str().unwrap(),
+        "--mock",
+        "--mock-fault-rate",
+        "0.1",
+        "--mock-faults",
+        "unavailable,gremlins",
+    ]));
+    assert_eq!(output.status.code(), Some(2));
+    let text = stderr(&output);
+    assert!(
+        text.contains("--mock-faults: unknown fault `gremlins`"),
+        "{text}"
+    );
+    assert!(text.contains("rate_limit_ms"), "{text}");
+}
+
+#[test]
 fn malformed_lines_and_a_budget_cap_become_error_lines() {
     let dir = temp_dir("malformed");
     let input = dir.path().join("batch.jsonl");

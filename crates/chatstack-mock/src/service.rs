@@ -668,16 +668,17 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, request: Request) -
                 continue;
             }
         }
-        shared.counters.count_fault(fault);
         match fault {
             Fault::Latency(extra) => delay = delay.saturating_add(*extra),
             Fault::SlowFirstChunk(extra) => {
                 first_chunk_delay = first_chunk_delay.saturating_add(*extra);
             }
-            other => {
-                outcome.get_or_insert_with(|| other.clone());
-            }
+            // The first fault that decides the answer wins; the others drawn are not
+            // injected, so not counted.
+            _ if outcome.is_some() => continue,
+            other => outcome = Some(other.clone()),
         }
+        shared.counters.count_fault(fault);
     }
 
     let config = &shared.config;

@@ -128,9 +128,21 @@ pub struct RunArgs {
     #[arg(long)]
     pub mock: bool,
 
-    /// With --mock: answer this fraction of requests with 503 (seeded, reproducible).
+    /// With --mock: inject a fault into this fraction of requests (seeded, reproducible).
     #[arg(long, default_value_t = 0.0, requires = "mock", value_name = "RATE")]
     pub mock_fault_rate: f64,
+
+    /// With --mock: the faults to inject, comma-separated, in the mock's names: unavailable
+    /// (503), server_error (500), bad_gateway, overloaded (529), rate_limit[:SECS],
+    /// rate_limit_ms[:MS], reset, truncated, malformed_json, mid_stream_error, latency:MS, ...
+    /// --mock-fault-rate is shared equally between them.
+    #[arg(
+        long,
+        default_value = "unavailable",
+        requires = "mock",
+        value_name = "LIST"
+    )]
+    pub mock_faults: String,
 
     /// With --mock: latency added to every response, in milliseconds.
     #[arg(long, default_value_t = 0, requires = "mock", value_name = "MS")]
@@ -139,6 +151,16 @@ pub struct RunArgs {
     /// With --mock: the seed of the mock's fault draws.
     #[arg(long, default_value_t = 1, requires = "mock")]
     pub mock_seed: u64,
+}
+
+/// The faults of `--mock-faults`: at least one, each a name the mock knows.
+fn mock_faults(args: &RunArgs) -> Result<Vec<Fault>, UsageError> {
+    let faults =
+        Fault::parse_list(&args.mock_faults).map_err(|error| format!("--mock-faults: {error}"))?;
+    if faults.is_empty() {
+        return Err("--mock-faults names no fault".into());
+    }
+    Ok(faults)
 }
 
 /// An error before anything is sent: exit status 2.
@@ -332,6 +354,7 @@ fn validate(args: &RunArgs) -> Result<(), UsageError> {
     if !(0.0..=1.0).contains(&args.mock_fault_rate) {
         return Err("--mock-fault-rate must be between 0 and 1".into());
     }
+    mock_faults(args)?;
     if args.mock_latency_ms > 600_000 {
         return Err("--mock-latency-ms must be at most 600000".into());
     }
@@ -404,7 +427,15 @@ async fn run(args: RunArgs) -> Result<u8, UsageError> {
     let mock = if args.mock {
         let mut config = MockConfig::default().seed(args.mock_seed);
         if args.mock_fault_rate > 0.0 {
-            config = config.fault(Fault::ServiceUnavailable, args.mock_fault_rate);
+            let faults = mock_faults(&args).map_err(|UsageError(message)| message)?;
+            let share = args.mock_fault_rate / faults.len() as f64;
+            for (index, fault) in faults.into_iter().enumerate() {
+                // The mock draws every rule, in order, and the first fault that decides
+                // the answer wins: rule i fires with share / (1 - i * share), so that each
+                // fault answers `share` of the requests.
+                let probability = share / (1.0 - index as f64 * share);
+                config = config.fault(fault, probability);
+            }
         }
         if args.mock_latency_ms > 0 {
             config = config.latency(Duration::from_millis(args.mock_latency_ms));
