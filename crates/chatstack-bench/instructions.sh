@@ -13,12 +13,21 @@
 #
 # Needs valgrind (Debian: valgrind). Takes a few minutes.
 set -euo pipefail
+# A failing command inside $(...) fails the script too.
+shopt -s inherit_errexit
 cd "$(dirname "$0")/../.."
 
 CLIENTS=${CLIENTS:-"floor transport stack async-openai"}
 MODES=${MODES:-"unary stream"}
 STACK_WITHOUT=${STACK_WITHOUT:-}
 OUT=$(mktemp -d -t chatstack-instructions-XXXXXX)
+MOCK_PID=""
+cleanup() {
+    exec 3>&- 2>/dev/null || true
+    if [ -n "$MOCK_PID" ]; then kill "$MOCK_PID" 2>/dev/null || true; fi
+    rm -rf "$OUT"
+}
+trap cleanup EXIT
 
 cargo build --quiet --profile profiling -p chatstack-bench
 BENCH=target/profiling/chatstack-bench
@@ -26,12 +35,15 @@ BENCH=target/profiling/chatstack-bench
 # The mock serves until its stdin closes: hold it open with a pipe this script owns.
 exec 3> >("$BENCH" mock > "$OUT/mock-url")
 MOCK_PID=$!
-trap 'exec 3>&-; kill "$MOCK_PID" 2>/dev/null || true; rm -rf "$OUT"' EXIT
 for _ in $(seq 100); do
     [ -s "$OUT/mock-url" ] && break
     sleep 0.1
 done
 URL=$(head -n 1 "$OUT/mock-url")
+if [ -z "$URL" ]; then
+    echo "instructions.sh: the mock provider did not start" >&2
+    exit 1
+fi
 
 total() {
     local client=$1 mode=$2 requests=$3 file="$OUT/$1.$2.$3.out"
@@ -39,9 +51,15 @@ total() {
     if [ "$client" = stack ] && [ -n "$STACK_WITHOUT" ]; then
         extra=(--stack-without "$STACK_WITHOUT")
     fi
-    valgrind --tool=callgrind --callgrind-out-file="$file" "$BENCH" client --kind "$client" \
-        --mode "$mode" --url "$URL" --requests "$requests" --concurrency 64 "${extra[@]}" \
-        > /dev/null 2> "$OUT/valgrind.log"
+    # valgrind passes the client's exit status on; a client that fails stops the script,
+    # with its error, instead of printing a count.
+    if ! valgrind --tool=callgrind --callgrind-out-file="$file" "$BENCH" client \
+        --kind "$client" --mode "$mode" --url "$URL" --requests "$requests" --concurrency 64 \
+        ${extra[@]+"${extra[@]}"} > /dev/null 2> "$OUT/valgrind.log"; then
+        echo "instructions.sh: $client ($mode) failed:" >&2
+        grep -v '^==' "$OUT/valgrind.log" >&2 || true
+        return 1
+    fi
     awk '/^summary:/ { print $2 }' "$file"
 }
 

@@ -263,6 +263,28 @@ fn mock_faults_are_shared_between_the_named_faults_and_each_recovers() {
         "429s are about a third of the {retries} retries: {sent}"
     );
 
+    // A delay decides no answer: next to it, server_error still answers half the requests
+    // at a rate of 1 (not all of them), and with no retries, half the lines fail.
+    let out = dir.path().join("delays.jsonl");
+    let output = run(&mut chatstack(&[
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--mock",
+        "--mock-fault-rate",
+        "1",
+        "--mock-faults",
+        "latency:1,server_error",
+        "--max-retries",
+        "0",
+    ]));
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let failed = results(&out)
+        .iter()
+        .filter(|line| !line["error"].is_null())
+        .count();
+    assert!((140..=260).contains(&failed), "half of 400 fail: {failed}");
+
     // A name the mock does not know is a usage error that lists the ones it does.
     let output = run(&mut chatstack(&[
         input.to_str().unwrap(),

@@ -119,15 +119,15 @@ pub(crate) fn header_str(headers: &HeaderMap, name: impl AsHeaderName) -> Option
 }
 
 /// A count from an `x-ratelimit-*` header: an integer or, as some servers send, a decimal
-/// or exponent form (truncated); `None` for anything else.
+/// or exponent form (truncated); `None` for anything else, a negative count included.
 fn parse_count(text: &str) -> Option<u64> {
     // A header value is visible ASCII (`to_str` checked it): only ASCII space to trim.
     let text = text.trim_ascii();
     text.parse::<u64>().ok().or_else(|| {
         text.parse::<f64>()
             .ok()
-            .filter(|count| count.is_finite())
-            // Saturating: a negative count is 0, a huge one u64::MAX.
+            .filter(|count| count.is_finite() && *count >= 0.0)
+            // Saturating: a count past u64::MAX is u64::MAX.
             .map(|count| count as u64)
     })
 }
@@ -192,29 +192,27 @@ pub fn parse_reset_duration(text: &str) -> Option<Duration> {
 }
 
 /// `number` (ASCII digits with at most one `.`) times `unit_nanos`, in whole nanoseconds
-/// (decimals below a nanosecond are dropped); `None` when it is not such a number or the
+/// (what falls below a nanosecond is dropped); `None` when it is not such a number or the
 /// product overflows.
 fn scaled(number: &str, unit_nanos: u128) -> Option<u128> {
+    /// Decimals read: past 18, a digit is worth under 10⁻¹⁸ of a unit, and no unit is
+    /// 10¹⁸ ns long, so it cannot reach a nanosecond; 10¹⁸ · 3.6·10¹² ns stays far inside
+    /// a `u128`.
+    const MAX_DECIMALS: usize = 18;
     let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
     if (whole.is_empty() && fraction.is_empty()) || fraction.contains('.') {
         return None;
     }
-    let mut nanos: u128 = 0;
-    for digit in whole.bytes() {
-        nanos = nanos
-            .checked_mul(10)?
-            .checked_add(u128::from(digit - b'0'))?;
-    }
-    nanos = nanos.checked_mul(unit_nanos)?;
-    let mut place = unit_nanos;
-    for digit in fraction.bytes() {
-        place /= 10;
-        if place == 0 {
-            break;
-        }
-        nanos = nanos.checked_add(u128::from(digit - b'0') * place)?;
-    }
-    Some(nanos)
+    let digits = |text: &str| {
+        text.bytes().try_fold(0_u128, |value, digit| {
+            value.checked_mul(10)?.checked_add(u128::from(digit - b'0'))
+        })
+    };
+    let fraction = &fraction[..fraction.len().min(MAX_DECIMALS)];
+    let decimals = 10_u128.pow(u32::try_from(fraction.len()).ok()?);
+    let whole_nanos = digits(whole)?.checked_mul(unit_nanos)?;
+    let fraction_nanos = digits(fraction)?.checked_mul(unit_nanos)? / decimals;
+    whole_nanos.checked_add(fraction_nanos)
 }
 
 /// A duration of `nanos` nanoseconds, if a [`Duration`] holds it.
@@ -323,6 +321,19 @@ mod tests {
             parse_reset_duration("7us3ns"),
             Some(Duration::from_nanos(7_003))
         );
+        // Decimals of long units are exact too: 0.000000000009 h is 32.4 ns.
+        assert_eq!(
+            parse_reset_duration("0.000000000009h"),
+            Some(Duration::from_nanos(32))
+        );
+        assert_eq!(
+            parse_reset_duration("0.00000000099m"),
+            Some(Duration::from_nanos(59))
+        );
+        assert_eq!(
+            parse_reset_duration("1.0000000000000000000000000001s"),
+            Some(Duration::from_secs(1))
+        );
         assert_eq!(
             parse_reset_duration(" 250ms "),
             Some(Duration::from_millis(250))
@@ -364,6 +375,9 @@ mod tests {
         assert_eq!(snapshot.remaining_requests, Some(9_999));
         assert_eq!(snapshot.remaining_tokens, None);
         assert_eq!(snapshot.reset_requests, None);
+        assert_eq!(parse_count("-1"), None);
+        assert_eq!(parse_count("1e400"), None);
+        assert_eq!(parse_count("1e30"), Some(u64::MAX));
     }
 
     proptest::proptest! {

@@ -429,11 +429,19 @@ async fn run(args: RunArgs) -> Result<u8, UsageError> {
         if args.mock_fault_rate > 0.0 {
             let faults = mock_faults(&args).map_err(|UsageError(message)| message)?;
             let share = args.mock_fault_rate / faults.len() as f64;
-            for (index, fault) in faults.into_iter().enumerate() {
-                // The mock draws every rule, in order, and the first fault that decides
-                // the answer wins: rule i fires with share / (1 - i * share), so that each
-                // fault answers `share` of the requests.
-                let probability = share / (1.0 - index as f64 * share);
+            let mut deciding = 0.0;
+            for fault in faults {
+                // The mock draws every rule, in order, and the first fault that decides the
+                // answer wins: the i-th such fault fires with share / (1 - i * share), so
+                // that each answers `share` of the requests. A delay (`latency`,
+                // `slow_first_chunk`) decides nothing and adds to whatever else is drawn.
+                let probability = if fault.is_delay() {
+                    share
+                } else {
+                    let probability = share / (1.0 - deciding * share);
+                    deciding += 1.0;
+                    probability
+                };
                 config = config.fault(fault, probability);
             }
         }

@@ -43,12 +43,12 @@ pin_project! {
     /// have); later chunks only stamp their time, since each moves the idle deadline later:
     /// when the sleep ends, it is set again for the idle limit of the last chunk if that
     /// ends later, so the timer is touched once per idle period instead of once per chunk.
-    /// Each poll asks the inner
-    /// stream first, so a chunk that is ready when a limit ends still counts, and a caller
-    /// that reads slowly is not blamed on the provider: the first-chunk and idle limits only
-    /// fail a poll that finds nothing to read. The stream-total limit also fails a chunk that
-    /// arrives once it has passed, so that a stream whose chunks are always ready (a fast
-    /// drip of empty chunks) is stopped too.
+    ///
+    /// Each poll asks the inner stream first, so a chunk that is ready when a limit ends
+    /// still counts, and a caller that reads slowly is not blamed on the provider: the
+    /// first-chunk and idle limits only fail a poll that finds nothing to read. The
+    /// stream-total limit also fails a chunk that arrives once it has passed, so that a
+    /// stream whose chunks are always ready (a fast drip of empty chunks) is stopped too.
     pub(crate) struct TimeoutStream<St> {
         #[pin]
         inner: St,
