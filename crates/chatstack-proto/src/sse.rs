@@ -303,6 +303,17 @@ impl SseDecoder {
         self.buf.extend_from_slice(bytes);
     }
 
+    /// Takes back the data of an event its caller is done with: the next event's data is
+    /// written into its buffer, not a new one (a stream of small events then allocates no
+    /// data buffer after its first). Ignored if the next event has begun, and for a buffer
+    /// above the shrink threshold, so that one large event does not pin its memory.
+    pub(crate) fn recycle(&mut self, mut data: String) {
+        if self.pending.data.capacity() == 0 && data.capacity() <= SHRINK_ABOVE {
+            data.clear();
+            self.pending.data = data;
+        }
+    }
+
     /// Returns the next complete event, `Some(Err(_))` once for an event over the size limit
     /// (which is then skipped), or `None` when more bytes are needed.
     pub fn next_event(&mut self) -> Option<Result<SseEvent, SseError>> {
@@ -694,6 +705,36 @@ mod tests {
             );
         }
         assert_eq!(decode_bytewise(input), expected);
+    }
+
+    #[test]
+    fn a_recycled_buffer_takes_the_next_events_data() {
+        let mut decoder = SseDecoder::new();
+        decoder.feed(b"data: first\n\n");
+        let first = decoder.next_event().unwrap().unwrap().data;
+        let buffer = first.as_ptr();
+        decoder.recycle(first);
+        decoder.feed(b"data: second\n\n");
+        let second = decoder.next_event().unwrap().unwrap().data;
+        assert_eq!(second, "second");
+        assert_eq!(
+            second.as_ptr(),
+            buffer,
+            "written into the buffer handed back"
+        );
+
+        // Once the next event has begun, a buffer handed back changes nothing.
+        decoder.feed(b"data: par");
+        assert!(decoder.next_event().is_none());
+        decoder.recycle(String::from("stale"));
+        decoder.feed(b"tial\n\n");
+        assert_eq!(decoder.next_event().unwrap().unwrap().data, "partial");
+
+        // A large buffer is not kept, so one large event does not pin its memory.
+        decoder.recycle(String::with_capacity(SHRINK_ABOVE + 1));
+        decoder.feed(b"data: small\n\n");
+        let small = decoder.next_event().unwrap().unwrap().data;
+        assert!(small.capacity() <= SHRINK_ABOVE, "{}", small.capacity());
     }
 
     #[test]

@@ -357,7 +357,7 @@ impl StreamDecoder {
             if let Some(event) = self.sse.finish() {
                 // The last event had no closing blank line: either a lenient server, or a
                 // body cut inside the event. A payload that does not decode is the latter.
-                self.handle(event);
+                self.decode(&event);
                 if let Some(StreamEvent::Error(error)) = self.pending.back_mut() {
                     if error.is_decode() {
                         *error = Error::new(
@@ -414,7 +414,10 @@ impl StreamDecoder {
     fn drain_sse(&mut self) {
         while !self.done && !self.failed {
             match self.sse.next_event() {
-                Some(Ok(event)) => self.handle(event),
+                Some(Ok(event)) => {
+                    let data = self.handle(event);
+                    self.sse.recycle(data);
+                }
                 Some(Err(SseError::EventTooLarge { limit })) => {
                     self.push(StreamEvent::Error(Error::new(
                         ErrorKind::BodyTooLarge,
@@ -429,7 +432,14 @@ impl StreamDecoder {
         }
     }
 
-    fn handle(&mut self, event: SseEvent) {
+    /// Decodes one event into the queue; hands its data buffer back, for reuse.
+    fn handle(&mut self, event: SseEvent) -> String {
+        self.decode(&event);
+        event.data
+    }
+
+    /// Decodes one event into the queue.
+    fn decode(&mut self, event: &SseEvent) {
         let data = event.data.trim_ascii();
         if event.is_done() {
             self.push(StreamEvent::Done);
