@@ -42,7 +42,7 @@ pub mod sse;
 mod stream;
 
 pub use accumulate::ChatAccumulator;
-pub use error::{Error, ErrorKind, ProviderError, TimeoutKind};
+pub use error::{Error, ErrorKind, MAX_ERROR_BODY, ProviderError, TimeoutKind};
 pub use meta::{
     RateLimitSnapshot, RequestMeta, ResponseMeta, parse_reset_duration, request_id, retry_after,
     should_retry,
