@@ -515,7 +515,9 @@ impl Error {
         self.inner.body.as_deref()
     }
 
-    /// How many attempts were made (0 when not recorded).
+    /// How many attempts were made, the last of which ended in this error (0 when not
+    /// recorded). An attempt refused inside the process (an open circuit, a key pool with
+    /// no key left in rotation) counts too, so the provider may have seen fewer.
     pub fn attempts(&self) -> u32 {
         self.inner.attempts
     }
