@@ -219,6 +219,18 @@ mod tests {
         StreamRequest::from(ChatRequest::new("m", [Message::user("Hi")]))
     }
 
+    /// Calls `service` and reads its stream to the end: how many chunks, the error it ended
+    /// with, and the time from the call to the end.
+    async fn call_and_drain<S>(service: S) -> (u64, Option<Error>, Duration)
+    where
+        S: Service<StreamRequest, Response = ChatStream, Error = Error>,
+    {
+        let started = Instant::now();
+        let mut stream = service.oneshot(request()).await.unwrap();
+        let (chunks, error) = drain(&mut stream).await;
+        (chunks, error, started.elapsed())
+    }
+
     /// Reads a stream to its end: how many chunks, and the error it ended with.
     async fn drain(stream: &mut ChatStream) -> (u64, Option<Error>) {
         let mut chunks = 0;
@@ -281,14 +293,12 @@ mod tests {
     async fn the_default_limits_end_an_endless_stream_after_an_hour() {
         // A chunk every 30 s, under every default limit but the stream-total one.
         let service = TimeoutLayer::new().layer(streaming(MS, || drip(Duration::from_secs(30))));
-        let started = Instant::now();
-        let mut stream = service.oneshot(request()).await.unwrap();
-        let (chunks, error) = drain(&mut stream).await;
+        let (chunks, error, elapsed) = call_and_drain(service).await;
         assert_eq!(
             error.map(|error| error.kind()),
             Some(ErrorKind::Timeout(TimeoutKind::Total))
         );
-        assert_eq!(started.elapsed(), DEFAULT_STREAM_TOTAL);
+        assert_eq!(elapsed, DEFAULT_STREAM_TOTAL);
         assert_eq!(chunks, 119);
     }
 
@@ -351,14 +361,12 @@ mod tests {
             .idle(MS * 100)
             .stream_total(None)
             .layer(streaming(MS * 5, || chunks_then_silence(20, MS * 40)));
-        let started = Instant::now();
-        let mut stream = service.oneshot(request()).await.unwrap();
-        let (chunks, error) = drain(&mut stream).await;
+        let (chunks, error, elapsed) = call_and_drain(service).await;
         let error = error.expect("the silence is cut");
         assert_eq!(error.kind(), ErrorKind::Timeout(TimeoutKind::Idle));
         assert_eq!(chunks, 20);
         // The last chunk at 5 + 20 × 40 = 805 ms; the idle limit ends 100 ms later, exactly.
-        assert_eq!(started.elapsed(), MS * 905);
+        assert_eq!(elapsed, MS * 905);
 
         // When the stream-total limit ends before the last chunk's idle limit, it decides.
         let service = TimeoutLayer::new()
@@ -366,15 +374,13 @@ mod tests {
             .idle(MS * 100)
             .stream_total(MS * 850)
             .layer(streaming(MS * 5, || chunks_then_silence(20, MS * 40)));
-        let started = Instant::now();
-        let mut stream = service.oneshot(request()).await.unwrap();
-        let (chunks, error) = drain(&mut stream).await;
+        let (chunks, error, elapsed) = call_and_drain(service).await;
         assert_eq!(
             error.map(|error| error.kind()),
             Some(ErrorKind::Timeout(TimeoutKind::Total))
         );
         assert_eq!(chunks, 20);
-        assert_eq!(started.elapsed(), MS * 850);
+        assert_eq!(elapsed, MS * 850);
     }
 
     #[tokio::test(start_paused = true)]
@@ -390,12 +396,10 @@ mod tests {
         let service = TimeoutLayer::new()
             .stream_total(MS * 1000)
             .layer(streaming(MS * 10, ten_chunks));
-        let started = Instant::now();
-        let mut stream = service.oneshot(request()).await.unwrap();
-        let (chunks, error) = drain(&mut stream).await;
+        let (chunks, error, elapsed) = call_and_drain(service).await;
         assert!(error.is_none(), "{error:?}");
         assert_eq!(chunks, 10);
-        assert_eq!(started.elapsed(), MS * 1000);
+        assert_eq!(elapsed, MS * 1000);
     }
 
     #[tokio::test(start_paused = true)]
