@@ -415,8 +415,9 @@ impl StreamDecoder {
         while !self.done && !self.failed {
             match self.sse.next_event() {
                 Some(Ok(event)) => {
-                    let data = self.handle(event);
-                    self.sse.recycle(data);
+                    self.decode(&event);
+                    // The event's data buffer takes the next event's data.
+                    self.sse.recycle(event.data);
                 }
                 Some(Err(SseError::EventTooLarge { limit })) => {
                     self.push(StreamEvent::Error(Error::new(
@@ -430,12 +431,6 @@ impl StreamDecoder {
         if self.sse.events_dispatched() > 0 && !self.raw_prefix.is_empty() {
             self.raw_prefix = Vec::new();
         }
-    }
-
-    /// Decodes one event into the queue; hands its data buffer back, for reuse.
-    fn handle(&mut self, event: SseEvent) -> String {
-        self.decode(&event);
-        event.data
     }
 
     /// Decodes one event into the queue.
